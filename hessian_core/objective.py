@@ -115,11 +115,14 @@ class Objective:
         seed: seed of the dropout masks in train mode.
         memory_budget: bytes (or ``"2GB"``) the engine may allocate; default half the free memory.
         progress: show tqdm progress bars (``None``: only on a terminal).
+        distributed: reduce over the ranks of ``torch.distributed`` (:mod:`hessian_core.distributed`);
+            ``None``: on when a process group is initialized.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, *, reduction: str | None = None,
                  count_fn: Callable | None = None, params: Iterable | None = None, train_mode: bool = False,
-                 seed: int = 0, memory_budget=None, progress: bool | None = None):
+                 seed: int = 0, memory_budget=None, progress: bool | None = None,
+                 distributed: bool | None = None):
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -137,6 +140,8 @@ class Objective:
         # Set by hessian_core.distributed: sums accumulated tensors and totals across ranks.
         self.reducer: Callable | None = None
         self._info: dict | None = None
+        from .distributed import install  # cheap: torch.distributed is imported by torch already
+        install(self, distributed)
 
     # -- subsets -----------------------------------------------------------------------------------
     def with_params(self, params: Iterable) -> Objective:

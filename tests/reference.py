@@ -1,0 +1,41 @@
+"""Independent references for tests: written with plain torch autograd, sharing no code with the engine."""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+
+def flat_loss_fn(model, loss_fn, inputs, targets, names=None):
+    """Loss of one full batch as a function of one flat parameter vector (row-major per tensor),
+    over the parameters named (default: all requiring grad, in named_parameters order)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and (names is None or n in names)]
+    shapes = [(n, p.shape) for n, p in named]
+
+    def f(theta):
+        params, offset = {}, 0
+        for n, shape in shapes:
+            k = shape.numel()
+            params[n] = theta[offset:offset + k].reshape(shape)
+            offset += k
+        return loss_fn(functional_call(model, params, (inputs,)), targets)
+
+    theta0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+    return f, theta0
+
+
+def autograd_hessian(model, loss_fn, inputs, targets, names=None):
+    """float64-friendly reference: torch.autograd.functional.hessian on the full batch."""
+    f, theta0 = flat_loss_fn(model, loss_fn, inputs, targets, names)
+    return torch.autograd.functional.hessian(f, theta0)
+
+
+def loop_hessian(model, loss_fn, inputs, targets):
+    """The per-element double-backward loop users write today."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = loss_fn(model(inputs), targets)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    g = torch.cat([x.reshape(-1) for x in grads])
+    rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(g[i], params, retain_graph=True)])
+            for i in range(g.numel())]
+    return torch.stack(rows)
