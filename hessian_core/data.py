@@ -63,7 +63,7 @@ class Batches:
             raise InvalidInputError("data is empty: the loader yielded no batch")
 
     def __len__(self) -> int:
-        return len(self._source)
+        return len(self._source)  # TypeError for sources without a length, as for any iterable
 
     def first(self) -> tuple:
         return next(iter(self))

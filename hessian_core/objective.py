@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .data import Batches, call_model, leading_dim, shape_str, to_device
+from .data import Batches, leading_dim, shape_str, to_device
 from .errors import InvalidInputError, NonFiniteError
 from .memory import resolve_budget
 from .params import ParamSpec
@@ -126,7 +126,8 @@ class Objective:
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
-            raise InvalidInputError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+            raise InvalidInputError(
+                f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
         self.model = model
         self.loss_fn = loss_fn
         self.params = ParamSpec(model, params)
@@ -189,7 +190,10 @@ class Objective:
         """Yield a :class:`BatchContext` per batch, inside the evaluation mode and RNG scope."""
         p = self.params
         it = self.batches
-        total = len(it) if hasattr(it, "__len__") else None
+        try:
+            total = len(it)
+        except TypeError:  # IterableDataset loaders have no length
+            total = None
         bar = tqdm(it, total=total, desc=desc, disable=(not self.progress) if self.progress is not None else None,
                    leave=False)
         with self.model_mode():

@@ -105,7 +105,8 @@ class ParamSpec:
     def unflatten(self, vec: torch.Tensor) -> list[torch.Tensor]:
         """Flat ``(P,)`` -> list of param-shaped tensors; ``(P, k)`` -> list of ``(*shape, k)``."""
         if vec.shape[0] != self.numel or vec.dim() not in (1, 2):
-            raise InvalidInputError(f"expected a vector of shape ({self.numel},) or ({self.numel}, k), got {tuple(vec.shape)}")
+            raise InvalidInputError(
+                f"expected a vector of shape ({self.numel},) or ({self.numel}, k), got {tuple(vec.shape)}")
         tail = tuple(vec.shape[1:])
         return [vec[s].reshape(*shape, *tail) for s, shape in zip(self.slices, self.shapes)]
 

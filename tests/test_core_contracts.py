@@ -155,3 +155,24 @@ def test_paramspec_flatten_roundtrip_and_labels():
     assert torch.equal(parts[0], torch.arange(6, dtype=D).reshape(2, 3))  # row-major
     assert spec.index_of(4) == ("0.weight", (1, 1))
     assert spec.index_of(7) == ("0.bias", (1,))
+
+
+def test_iterable_dataset_without_length():
+    model = nn.Sequential(nn.Linear(3, 2)).to(D)
+    X, Y = torch.randn(10, 3, dtype=D), torch.randn(10, 2, dtype=D)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(zip(X, Y))
+
+    loader = torch.utils.data.DataLoader(Stream(), batch_size=4)
+    op = hc.HessianOperator(model, nn.MSELoss(), loader)
+    assert "batches=?" in repr(op)
+    torch.testing.assert_close(op.to_dense(), autograd_hessian(model, nn.MSELoss(), X, Y), rtol=1e-10, atol=1e-12)
+
+
+def test_fisher_refuses_train_mode_batchnorm():
+    model = bn_dropout_model()
+    X, Y = torch.randn(8, 3, dtype=D), torch.randn(8, 2, dtype=D)
+    with pytest.raises(hc.InvalidInputError, match="per-sample gradients"):
+        hc.EmpiricalFisherOperator(model, nn.MSELoss(), (X, Y), train_mode=True)

@@ -67,7 +67,7 @@ class CurvatureOperator:
     def __repr__(self) -> str:
         o = self.objective
         return (f"{type(self).__name__}(P={self.params.numel}, reduction={o.reduction!r}, "
-                f"batches={len(o.batches) if hasattr(o.batches, '__len__') else '?'}, dtype={self.dtype}, "
+                f"batches={_length(o.batches)}, dtype={self.dtype}, "
                 f"train_mode={o.train_mode})")
 
     def with_params(self, params):
@@ -86,7 +86,8 @@ class CurvatureOperator:
         as_list = isinstance(v, (list, tuple))
         flat = self.params.as_flat(v)
         if flat.dim() != 1:
-            raise InvalidInputError(f"matvec takes a vector of shape ({self.params.numel},), got {tuple(flat.shape)}; use matmat")
+            raise InvalidInputError(
+                f"matvec takes a vector of shape ({self.params.numel},), got {tuple(flat.shape)}; use matmat")
         out = self.matmat(flat[:, None])[:, 0]
         return self.params.unflatten(out) if as_list else out
 
@@ -202,6 +203,13 @@ def _unit_columns(P: int, a: int, b: int, dtype, device) -> torch.Tensor:
     E = torch.zeros(P, b - a, dtype=dtype, device=device)
     E[torch.arange(a, b), torch.arange(b - a)] = 1
     return E
+
+
+def _length(batches) -> str:
+    try:
+        return str(len(batches))
+    except TypeError:
+        return "?"
 
 
 def describe_size(P: int, dtype) -> str:

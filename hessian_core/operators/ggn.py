@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.func import grad, jvp, vjp, vmap
 
+from ..errors import InvalidInputError
 from .base import CurvatureOperator
 
 
@@ -43,6 +45,15 @@ class EmpiricalFisherOperator(CurvatureOperator):
     kind = "empirical Fisher"
     _per_sample = True
 
+    def _init(self, objective, chunk):
+        batchnorm = nn.modules.batchnorm._BatchNorm
+        if objective.train_mode and any(isinstance(m, batchnorm) for m in objective.model.modules()):
+            raise InvalidInputError(
+                "the empirical Fisher needs per-sample gradients, which BatchNorm in train mode does not have "
+                "(it mixes the samples of a batch); use train_mode=False, or the Hessian/GGN operators"
+            )
+        super()._init(objective, chunk)
+
     def sample_gradients(self, ctx) -> torch.Tensor:
         """Per-sample gradients of batch ``ctx`` as columns, ``(P, n)``."""
         primals = self.params.primals()
@@ -53,7 +64,8 @@ class EmpiricalFisherOperator(CurvatureOperator):
 
         if self._vmap_ok:
             try:
-                grads = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="same")(primals, ctx.inputs, ctx.targets)
+                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="same")
+                grads = per_sample(primals, ctx.inputs, ctx.targets)
                 return self._flat_columns(grads)
             except (RuntimeError, NotImplementedError):
                 self._vmap_ok = False

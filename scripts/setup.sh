@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine (Python >= 3.10 is all it needs): a virtual environment in .venv with
+# torch (the CPU build), the project and its extras. Idempotent: a second run only checks.
+#   scripts/setup.sh            project + plotting (for the demo)
+#   scripts/setup.sh --dev      also the test tools and GNU Octave (Debian's package, needs root or sudo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PY" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+# torch first and pinned, so pip takes the local CPU build instead of downloading CUDA builds.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "== installing torch 2.13.0"
+  $PIP install -q torch==2.13.0
+fi
+EXTRAS=plot
+[ $DEV = 1 ] && EXTRAS=plot,dev
+echo "== installing hessiancore[$EXTRAS]"
+$PIP install -q -e ".[$EXTRAS]"
+
+if [ $DEV = 1 ] && ! command -v octave-cli >/dev/null 2>&1; then
+  echo "== installing GNU Octave (Debian package 'octave')"
+  SUDO=""
+  [ "$(id -u)" != 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq octave >/dev/null
+fi
+echo "== setup done"
