@@ -9,11 +9,18 @@ Quick start::
 See :mod:`hessian_core.objective` for the normalization contract and the model policy.
 """
 
+from . import (
+    distributed,  # data-parallel curvature on torch.distributed: closure, shared_seed
+    optim,  # hessian_core.optim.Newton / NewtonCG / HessianFree
+)
 from .dense import hessian, hessian_blocks, hessian_diagonal, hvp
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
+from .newton import NewtonStep, newton_step
 from .objective import Objective
 from .operators import CurvatureOperator, EmpiricalFisherOperator, GGNOperator, HessianOperator
+from .operators.closure import ClosureHessianOperator
 from .params import ParamSpec
+from .spectral import condition_number, diagonal_estimate, eigsh, logdet, spectral_density, trace
 
 __version__ = "0.1.0"
 
@@ -22,4 +29,6 @@ __all__ = [
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator",
     "Objective", "ParamSpec",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
+    "newton_step", "NewtonStep", "ClosureHessianOperator", "optim", "distributed",
+    "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
 ]

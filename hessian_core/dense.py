@@ -75,5 +75,4 @@ def hessian_blocks(model, loss_fn, data, groups: Sequence | str | None = None, *
 def hessian_diagonal(model, loss_fn, data, **options) -> list[torch.Tensor]:
     """Exact diagonal of the Hessian (not an estimate), as tensors shaped like the parameters."""
     op = HessianOperator(model, loss_fn, data, **options)
-    return [op.with_params([n]).diagonal().reshape(shape)
-            for n, shape in zip(op.params.names, op.params.shapes)]
+    return op.params.unflatten(op.diagonal())

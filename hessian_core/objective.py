@@ -184,7 +184,16 @@ class Objective:
             # Copies, so train-mode BatchNorm does not update the model's running statistics.
             tensors.update({n: b.clone() for n, b in self.model.named_buffers()})
         args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-        return functional_call(self.model, tensors, args)
+        # torch's functional_call does not put back the tensors of a module used twice (or when a
+        # transform raises inside it): restore every registered parameter and buffer ourselves.
+        registered = [(m._parameters, n, t) for m in self.model.modules() for n, t in m._parameters.items()]
+        registered += [(m._buffers, n, t) for m in self.model.modules() for n, t in m._buffers.items()]
+        try:
+            return functional_call(self.model, tensors, args)
+        finally:
+            for slots, n, t in registered:
+                if slots.get(n) is not t:
+                    slots[n] = t
 
     def contexts(self, desc: str | None = None):
         """Yield a :class:`BatchContext` per batch, inside the evaluation mode and RNG scope."""
@@ -218,12 +227,18 @@ class Objective:
         """
         self.validate()
         total = 0.0
-        # closing(): the model's mode is restored even when a contribution raises.
-        with contextlib.closing(self.contexts(desc)) as batches:
-            for ctx in batches:
-                total += ctx.count
-                weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count
-                contribution(ctx, out, weight)
+        try:
+            # closing(): the model's mode is restored even when a contribution raises.
+            with contextlib.closing(self.contexts(desc)) as batches:
+                for ctx in batches:
+                    total += ctx.count
+                    weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count
+                    contribution(ctx, out, weight)
+        except Exception:
+            # Tell the other ranks, so they raise too instead of waiting in the reduction.
+            if self.reducer is not None and hasattr(self.reducer, "abort"):
+                self.reducer.abort()
+            raise
         outs = out if isinstance(out, (list, tuple)) else [out]
         if self.reducer is not None:
             total = self.reducer(outs, total)
@@ -321,7 +336,8 @@ class Objective:
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    # The sum is finite exactly when every entry is (barring overflow): a cheap test before the full one.
+    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise NonFiniteError(
             f"{bad} of {t.numel()} entries of the {what} are NaN or Inf; check the data and the loss "

@@ -1,0 +1,94 @@
+"""Timing and peak-memory measurement for the benchmarks (one process, methods interleaved).
+
+Timing: every method is called once (warm-up, and its answer is kept for the accuracy check), then the
+methods are called round-robin ``repeats`` times and the median is reported; interleaving spreads the
+load of a shared machine evenly over the methods, so ratios are fairer than absolute times.
+
+Peak memory: the resident-set high-water mark of this process (``VmHWM`` in ``/proc/self/status``) is
+reset before a call (``echo 5 > /proc/self/clear_refs``) and read after it; the peak is its excess over
+the resident size just before the call, so it includes the result. glibc is told to serve every block
+over 64 KiB with its own mmap (``mallopt(M_MMAP_THRESHOLD)``), so freed tensors go back to the kernel at
+once and the high-water mark follows the live tensors, and ``malloc_trim(0)`` before each measurement
+returns free heap pages, so memory reused from earlier calls is counted too. Linux only; elsewhere
+peaks are reported as n/a.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import statistics
+import time
+
+
+def setup_malloc() -> bool:
+    """Make large frees return memory to the kernel at once (so RSS tracks live tensors)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD; fixing it also stops its auto-tuning
+    except OSError:
+        return False
+
+
+def _trim() -> None:
+    """Give the heap's free pages back to the kernel, so reusing them shows up in the resident size."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_bytes(fn) -> int | None:
+    """Peak extra resident memory (bytes) while ``fn()`` runs, result included; None if unsupported."""
+    gc.collect()
+    _trim()
+    base = _status_kib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    out = fn()
+    peak = _status_kib("VmHWM")
+    del out
+    gc.collect()
+    if base is None or peak is None:
+        return None
+    return max(peak - base, 0) * 1024
+
+
+def interleaved(fns: dict, repeats: int, slow_seconds: float = 3.0) -> tuple[dict, dict]:
+    """Median seconds per method and each method's first result. A method whose warm-up took over
+    ``slow_seconds`` is repeated only twice more (so the per-element loop does not dominate the run)."""
+    results, times = {}, {name: [] for name in fns}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        try:
+            results[name] = fn()
+        except Exception as e:  # noqa: BLE001 - a peer failing is a result to report, not a crash
+            results[name] = e
+        times[name].append(time.perf_counter() - t0)
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if isinstance(results[name], Exception) or (times[name][0] > slow_seconds and r >= 2):
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {n: statistics.median(ts[1:] if len(ts) > 1 else ts) for n, ts in times.items()}
+    return med, results
+
+
+# At import, before the benchmarks allocate anything: later frees then go straight back to the kernel.
+MALLOC_SET = setup_malloc()

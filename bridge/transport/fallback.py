@@ -1,0 +1,141 @@
+"""Python's algorithms on Hessian-vector products computed by MATLAB itself (layers the translator lacks).
+
+MATLAB's ``hcFallbackHvp(net, X, T, loss, v)`` returns ``H_b v`` for one minibatch by double
+backpropagation (``dlgradient(..., 'EnableHigherDerivatives', true)``) and the minibatch's number of
+observations ``n_b``. :func:`fallback_operator` wraps it as a ``scipy.sparse.linalg.LinearOperator`` of the
+globally normalized Hessian ``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over
+observations, so this is the Hessian of the loss over all minibatches together), which the core's
+algorithms take as they are: :func:`fallback_eigs` (:func:`hessian_core.spectral.eigsh`),
+:func:`fallback_trace` (:func:`hessian_core.spectral.trace`), :func:`fallback_solve` (scipy's CG).
+
+The engine is a ``matlab.engine`` engine (or one with its interface); only ``eval(code, nargout=0)`` and
+``workspace[...]`` are used, with the network and data as workspace variable names, like
+:class:`bridge.MatlabSession`. Vectors follow dlhessian's order (Learnables rows, each column-major).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from hessian_core.errors import InvalidInputError
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_LOSS = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidInputError(f"{what} must be a MATLAB variable name, got {value!r}")
+    return value
+
+
+def _column(a: np.ndarray):
+    return np.asfortranarray(np.asarray(a, dtype=np.float64).reshape(-1, 1))
+
+
+class EngineHvp:
+    """``H v`` by MATLAB through ``engine``, globally normalized over the minibatches of ``X``/``T``.
+
+    Args:
+        engine: MATLAB (or Octave-backed) engine.
+        net, X, T: workspace variable names of the dlnetwork and of the data (dlarrays, or cell arrays of
+            minibatches).
+        loss: a loss name ``hcLossHandle`` knows ('mse', 'crossentropy', 'l2loss', 'l1loss', 'huber').
+        array_converter: numpy column -> what the engine takes (default: a Fortran-ordered column).
+    """
+
+    def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse",
+                 array_converter=None):
+        self.engine = engine
+        self.net, self.X, self.T = _name(net, "net"), _name(X, "X"), _name(T, "T")
+        if not isinstance(loss, str) or not _LOSS.fullmatch(loss):
+            raise InvalidInputError(f"loss must be a MATLAB loss name such as 'mse', got {loss!r}")
+        self.loss = loss
+        self.to_engine = array_converter or _column
+        self.engine.eval(f"hcP__ = sum(cellfun(@numel, {self.net}.Learnables.Value)); "
+                         f"hcIsCell__ = double(iscell({self.X})); hcNB__ = numel({self.X});", nargout=0)
+        self.P = int(_scalar(self.engine.workspace["hcP__"]))
+        cell = bool(_scalar(self.engine.workspace["hcIsCell__"]))
+        nb = int(_scalar(self.engine.workspace["hcNB__"])) if cell else 1
+        self._batches = [(f"{self.X}{{{b}}}", f"{self.T}{{{b}}}") for b in range(1, nb + 1)] if cell else \
+            [(self.X, self.T)]
+        self.engine.eval("clear('hcP__', 'hcIsCell__', 'hcNB__');", nargout=0)
+        self.matvecs = 0
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        if v.size != self.P:
+            raise InvalidInputError(f"v has {v.size} elements; the network has P = {self.P}")
+        self.engine.workspace["hcV__"] = self.to_engine(v)
+        total, acc = 0.0, np.zeros(self.P)
+        try:
+            for xb, tb in self._batches:
+                self.engine.eval(f"[hcHv__, hcN__] = hcFallbackHvp({self.net}, {xb}, {tb}, '{self.loss}', hcV__);",
+                                 nargout=0)
+                n = float(_scalar(self.engine.workspace["hcN__"]))
+                hv = np.asarray(self.engine.workspace["hcHv__"], dtype=np.float64).reshape(-1)
+                acc += n * hv
+                total += n
+        finally:
+            self.engine.eval("clear('hcV__', 'hcHv__', 'hcN__');", nargout=0)
+        self.matvecs += 1
+        return acc / total
+
+
+def _scalar(x) -> float:
+    return float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
+
+
+def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse", **kwargs):
+    """The Hessian as a symmetric ``scipy.sparse.linalg.LinearOperator`` (P, P) of MATLAB products."""
+    from scipy.sparse.linalg import LinearOperator
+
+    hvp = EngineHvp(engine, net, X, T, loss, **kwargs)
+
+    def matmat(V):
+        V = np.asarray(V, dtype=np.float64).reshape(hvp.P, -1)
+        return np.column_stack([hvp(V[:, j]) for j in range(V.shape[1])])
+
+    op = LinearOperator((hvp.P, hvp.P), matvec=hvp, rmatvec=hvp, matmat=matmat, dtype=np.float64)
+    op.hvp = hvp
+    return op
+
+
+def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which: str = "LA", **eig_options) -> dict:
+    """``k`` eigenpairs (thick-restart Lanczos of the core): ``dict(values, vectors, residuals, matvecs)``."""
+    from hessian_core.spectral import eigsh
+
+    op = fallback_operator(engine, net, X, T, loss)
+    res = eigsh(op, k=k, which=which, **eig_options)
+    return {"values": _np(res.values), "vectors": _np(res.vectors), "residuals": _np(res.residuals),
+            "matvecs": op.hvp.matvecs}
+
+
+def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int = 100, method: str = "hutch++",
+                   seed: int | None = None) -> dict:
+    """Randomized trace estimate (the core's Hutch++/Hutchinson/XTrace): ``dict(trace, stderr, num_matvecs)``."""
+    from hessian_core.spectral import trace
+
+    res = trace(fallback_operator(engine, net, X, T, loss), num_matvecs=num_matvecs, method=method, seed=seed)
+    return {"trace": float(res.estimate), "stderr": float(res.stderr), "num_matvecs": int(res.num_matvecs)}
+
+
+def fallback_solve(engine, rhs, net="net", X="X", T="T", loss="mse", damping: float = 1e-3, rtol: float = 1e-8,
+                   maxiter: int | None = None) -> dict:
+    """Solve ``(H + damping I) x = rhs`` by conjugate gradients (H + damping I must be positive definite):
+    ``dict(x, info, matvecs)`` with scipy's ``info`` (0: converged)."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    if not (np.isfinite(damping) and damping >= 0):
+        raise InvalidInputError(f"damping must be >= 0, got {damping}")
+    H = fallback_operator(engine, net, X, T, loss)
+    A = LinearOperator(H.shape, matvec=lambda v: H.matvec(v) + damping * np.asarray(v).reshape(-1),
+                       dtype=np.float64)
+    x, info = cg(A, np.asarray(rhs, dtype=np.float64).reshape(-1), rtol=rtol, maxiter=maxiter)
+    return {"x": x, "info": int(info), "matvecs": H.hvp.matvecs}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64) if hasattr(t, "detach") else np.asarray(t, dtype=np.float64)

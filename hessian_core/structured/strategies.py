@@ -1,0 +1,118 @@
+"""Choosing a strategy: the structured Linear-chain path when the model and loss allow it, else ``None``
+(the caller then uses the generic chunked, vmapped Hessian-vector products, which work for any module).
+
+Every structured result goes through :meth:`Objective.accumulate` (global normalization over batches,
+eval-mode policy, progress bar) and is checked against the model's own output on every batch; when any
+batch turns out not to fit (inputs of another shape, a loss that couples samples), the partial result is
+dropped and ``None`` is returned, so the fallback is silent and always exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import distributed
+from .batch import ChainBatch
+from .chain import NotApplicable, parse_chain
+from .dense import add_batch_hessian, mirror_lower_blocks
+from .diagonal import add_batch_diagonal
+from .factored import add_batch_diagonal as add_factored_diagonal
+from .factored import parse_modules
+
+#: temporaries may always use this much, however small the result (rows are chunked below it)
+MIN_WORK_BYTES = 2**20
+#: at most this much for the per-sample Hessians of the diagonal (samples are processed in slices)
+DIAGONAL_WORK_BYTES = 256 * 2**20
+
+
+def work_bytes(objective, result_bytes: int) -> int:
+    """Bytes for temporaries next to a result of ``result_bytes``: what the budget leaves, at most a quarter
+    of the result (so the peak stays well under 2x the result), and at least :data:`MIN_WORK_BYTES`."""
+    left = objective.budget - result_bytes
+    return int(max(min(left, result_bytes // 4), MIN_WORK_BYTES))
+
+
+def _lowest_selected(chain) -> int:
+    return min(li for li, layer in enumerate(chain.layers) if layer.selected)
+
+
+def _accumulate_or_none(objective, contribution, out, desc: str):
+    """``objective.accumulate(contribution, out)``, or ``None`` when some batch does not fit the structured
+    path (:class:`NotApplicable`). The failure is recorded, not raised, so that every rank of a distributed
+    objective finishes the same reductions; then all ranks agree (``any_rank``) and fall back together."""
+    failed = []
+
+    def guarded(ctx, acc, w):
+        if failed:
+            return
+        try:
+            contribution(ctx, acc, w)
+        except NotApplicable:
+            failed.append(ctx.index)
+
+    objective.accumulate(guarded, out, desc=desc)
+    return None if distributed.any_rank(objective, bool(failed)) else out
+
+
+def structured_dense(objective) -> torch.Tensor | None:
+    """Exact dense Hessian ``(P, P)`` of a Linear chain, or ``None`` if the structured path does not apply.
+
+    Memory: the result plus at most :func:`work_bytes` of temporaries (GEMM operands are chunked by rows)."""
+    chain = parse_chain(objective)
+    if chain is None:
+        return None
+    spec = objective.params
+    P = spec.numel
+    H = torch.zeros(P, P, dtype=spec.dtype, device=spec.device)
+    work = work_bytes(objective, H.numel() * H.element_size())
+    primals = spec.primals()
+    lowest = _lowest_selected(chain)
+
+    def contribution(ctx, _row_blocks, w):
+        batch = ChainBatch(chain, ctx, primals, lowest)
+        for part in batch.samples(work // batch.bytes_per_sample()):
+            add_batch_hessian(H, spec, chain, part, w, work)
+
+    # Handed to accumulate as row blocks (views of H): its finiteness check then needs a temporary the size
+    # of one block, not of H (torch.isfinite allocates a full-size abs() and two boolean masks).
+    rows = max(1, (1 << 18) // max(P, 1))
+    if _accumulate_or_none(objective, contribution, list(H.split(rows)), "dense Hessian (structured)") is None:
+        return None
+    mirror_lower_blocks(H, spec, chain)
+    return H
+
+
+def structured_diagonal(objective) -> torch.Tensor | None:
+    """Exact Hessian diagonal ``(P,)`` of a Linear chain (Hessian backpropagation), of a Sequential with
+    convolutions (square-root factors, :mod:`.factored`), or ``None`` if neither applies."""
+    chain = parse_chain(objective)
+    if chain is None:
+        return _factored_diagonal(objective)
+    spec = objective.params
+    out = torch.zeros(spec.numel, dtype=spec.dtype, device=spec.device)
+    primals = spec.primals()
+    lowest = _lowest_selected(chain)
+
+    work = max(min(objective.budget // 2, DIAGONAL_WORK_BYTES), MIN_WORK_BYTES)
+
+    def contribution(ctx, acc, w):
+        batch = ChainBatch(chain, ctx, primals, lowest)
+        for part in batch.samples(work // batch.bytes_per_sample()):
+            add_batch_diagonal(acc, spec, chain, part, w)
+
+    return _accumulate_or_none(objective, contribution, out, "Hessian diagonal (structured)")
+
+
+def _factored_diagonal(objective) -> torch.Tensor | None:
+    modules = parse_modules(objective)
+    if modules is None:
+        return None
+    spec = objective.params
+    out = torch.zeros(spec.numel, dtype=spec.dtype, device=spec.device)
+
+    work = max(min(objective.budget // 2, DIAGONAL_WORK_BYTES), MIN_WORK_BYTES)
+
+    def contribution(ctx, acc, w):
+        add_factored_diagonal(acc, objective, modules, ctx, w, work)
+
+    return _accumulate_or_none(objective, contribution, out, "Hessian diagonal (structured, factored)")

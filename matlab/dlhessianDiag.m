@@ -1,0 +1,18 @@
+function d = dlhessianDiag(net, X, T, varargin)
+    % DLHESSIANDIAG  Exact diagonal of the Hessian of a dlnetwork's loss (not an estimate).
+    %   D = DLHESSIANDIAG(NET, X, T) returns the P x 1 diagonal of the Hessian (see dlhessian for the
+    %   order), computed exactly without forming the P x P matrix.
+    %   D = DLHESSIANDIAG(..., 'Output', 'table') returns it shaped like NET.Learnables.
+    %   Several minibatches and the options: as dlhessian.
+    %
+    %   Example:
+    %     d = dlhessianDiag(net, X, T, 'Output', 'table');
+    %     d.Value{1}            % curvature of each weight of the first layer
+    %
+    %   See also dlhessian, dlhessianTrace.
+    opts = hcParseOptions('dlhessianDiag', varargin);
+    d = hcCallPython(hcRequest('diagonal', net, X, T, opts), opts);
+    if strcmp(opts.Output, 'table')
+        d = hcToLearnables(net, d, false);
+    end
+end

@@ -1,0 +1,42 @@
+function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
+    % DLHESSIANEIGS  Extreme eigenvalues and eigenvectors of the Hessian of a dlnetwork's loss.
+    %   D = DLHESSIANEIGS(NET, X, T, K) returns the K largest eigenvalues (K x 1, ascending).
+    %   [V, D] = DLHESSIANEIGS(NET, X, T, K) also returns the P x K eigenvectors (unit norm, order as in
+    %   dlhessian) and D as a K x K diagonal matrix, like eigs. K defaults to 6.
+    %   [V, D, INFO] = ... INFO has Values (K x 1) and Residuals (K x 1, ||H v - lambda v|| per pair),
+    %   which certify each pair.
+    %
+    %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large.
+    %   Options (also those of dlhessian):
+    %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
+    %                also the short names 'LA', 'SA', 'LM', 'BE'
+    %     'Output'   'table': V as a table shaped like NET.Learnables, row values [size(learnable), K]
+    %
+    %   Example:
+    %     [V, D] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
+    %     lambda = diag(D);     % sharpness: lambda(end)
+    %
+    %   See also dlhessian, dlhessianTrace.
+    if nargin < 4 || isempty(k)
+        k = 6;
+    end
+    if ~(isnumeric(k) && isscalar(k) && k >= 1 && k == round(k))
+        error('hessiancore:invalidInput', 'dlhessianEigs: K must be a positive integer');
+    end
+    names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
+    isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
+    opts = hcParseOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    [row, ~] = find(strcmpi(names, opts.Which), 1);
+    res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
+    values = res.values(:);
+    info = struct('Values', values, 'Residuals', res.residuals(:));
+    if nargout <= 1
+        V = values;
+        return
+    end
+    V = reshape(res.vectors, [], numel(values));
+    D = diag(values);
+    if strcmp(opts.Output, 'table')
+        V = hcToLearnables(net, V, true);
+    end
+end

@@ -1,0 +1,28 @@
+function [t, se, info] = dlhessianTrace(net, X, T, varargin)
+    % DLHESSIANTRACE  Trace of the Hessian of a dlnetwork's loss, estimated from Hessian-vector products.
+    %   T = DLHESSIANTRACE(NET, X, T) estimates the trace (sum of eigenvalues) with Hutch++ (randomized,
+    %   unbiased) from 'NumMatvecs' Hessian-vector products.
+    %   [T, SE] = ... also returns the standard error of the estimate (0 when exact).
+    %   [T, SE, INFO] = ... INFO has Trace, StdErr, NumMatvecs.
+    %
+    %   Options (also those of dlhessian):
+    %     'NumMatvecs'  products to spend (default 100)
+    %     'Method'      'hutch++' (default), 'hutchinson' or 'xtrace'
+    %     'Seed'        seed of the random probes (default: [] for a random one); fixes the estimate
+    %   For the exact trace of a small network use sum(dlhessianDiag(NET, X, T)).
+    %
+    %   Example:
+    %     [t, se] = dlhessianTrace(net, X, T, 'NumMatvecs', 60, 'Seed', 1);
+    %
+    %   See also dlhessianDiag, dlhessianEigs.
+    isCount = @(x) isnumeric(x) && isscalar(x) && x >= 1 && x == round(x);
+    extra = {'NumMatvecs', 100, isCount; ...
+             'Method', 'hutch++', @(x) ischar(x) || (isstring(x) && isscalar(x)); ...
+             'Seed', [], @(x) isempty(x) || (isnumeric(x) && isscalar(x) && x >= 0 && x == round(x))};
+    opts = hcParseOptions('dlhessianTrace', varargin, extra);
+    kwargs = struct('num_matvecs', opts.NumMatvecs, 'method', char(opts.Method), 'seed', opts.Seed);
+    res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
+    t = res.trace;
+    se = res.stderr;
+    info = struct('Trace', res.trace, 'StdErr', res.stderr, 'NumMatvecs', res.num_matvecs);
+end

@@ -1,0 +1,89 @@
+function spec = dlnetworkToSpec(net)
+    % DLNETWORKTOSPEC  Describe a dlnetwork as the plain struct the hessiancore Python bridge reads.
+    %   SPEC = DLNETWORKTOSPEC(NET) returns a scalar struct (format 'hessiancore.network/1'):
+    %     Format       'hessiancore.network/1'
+    %     Layers       1xL cell of scalar structs: Name, Class (class(layer)) and the properties the
+    %                  translator of that class needs, under their MATLAB names, as plain values
+    %     Connections  struct with Source and Destination, 1xK cellstr ('layer/in2' style)
+    %     InputNames, OutputNames   1xI and 1xO cellstr
+    %     Learnables   struct with Layer and Parameter (1xN cellstr) and Value (1xN cell of double
+    %                  arrays in their MATLAB shape), rows in NET.Learnables order
+    %     State        the same for NET.State (batch-norm statistics, recurrent states)
+    %   Only plain values (double, char, cellstr, cell, struct) are used, so SPEC crosses to Python
+    %   through py., the MATLAB Engine, Octave and .mat files alike. Learnables leave the GPU and become
+    %   double. Every Hessian row, vector and eigenvector that comes back follows the row order of
+    %   NET.Learnables, each Value(:) column-major.
+    %
+    %   Example:
+    %     spec = dlnetworkToSpec(net);
+    %     spec.Learnables.Parameter      % e.g. {'Weights', 'Bias', 'Weights', 'Bias'}
+    %
+    %   See also updateLearnables, dlhessian.
+    if ~isobject(net) || ~isprop(net, 'Learnables') || ~isprop(net, 'Layers')
+        error('hessiancore:invalidInput', 'dlnetworkToSpec: NET must be a dlnetwork, got a %s', class(net));
+    end
+    if isprop(net, 'Initialized') && ~net.Initialized
+        error('hessiancore:invalidInput', ['dlnetworkToSpec: the network is not initialized; call ', ...
+                                           'net = initialize(net) (or dlnetwork(layers) with an input layer) first']);
+    end
+    spec = struct();
+    spec.Format = 'hessiancore.network/1';
+    spec.Layers = exportLayers(net);
+    spec.Connections = exportConnections(net);
+    spec.InputNames = reshape(cellstr(net.InputNames), 1, []);
+    spec.OutputNames = reshape(cellstr(net.OutputNames), 1, []);
+    spec.Learnables = exportTable(net.Learnables);
+    if isprop(net, 'State')
+        spec.State = exportTable(net.State);
+    else
+        spec.State = struct('Layer', {cell(1, 0)}, 'Parameter', {cell(1, 0)}, 'Value', {cell(1, 0)});
+    end
+end
+
+function out = exportLayers(net)
+    layers = net.Layers;
+    paramNames = cellstr(net.Learnables.Parameter);
+    if isprop(net, 'State')
+        paramNames = [paramNames; cellstr(net.State.Parameter)];
+    end
+    out = cell(1, numel(layers));
+    for i = 1:numel(layers)
+        layer = layers(i);
+        s = struct('Name', char(layer.Name), 'Class', class(layer));
+        [names, known] = hcLayerProperties(class(layer));
+        if ~known
+            names = properties(layer);
+        end
+        for j = 1:numel(names)
+            name = names{j};
+            bookkeeping = ~isempty(regexp(name, '(LearnRateFactor|L2Factor|Initializer)$', 'once'));
+            skip = any(strcmp(name, [{'Name'}; paramNames])) || ~isprop(layer, name) || (~known && bookkeeping);
+            if skip
+                continue
+            end
+            [value, ok] = hcPlainValue(layer.(name));
+            if ok
+                s.(name) = value;
+            end
+        end
+        out{i} = s;
+    end
+end
+
+function out = exportConnections(net)
+    out = struct('Source', {cell(1, 0)}, 'Destination', {cell(1, 0)});
+    if isprop(net, 'Connections') && height(net.Connections) > 0
+        out.Source = reshape(cellstr(net.Connections.Source), 1, []);
+        out.Destination = reshape(cellstr(net.Connections.Destination), 1, []);
+    end
+end
+
+function out = exportTable(tbl)
+    values = tbl.Value;
+    out = struct('Layer', {reshape(cellstr(tbl.Layer), 1, [])}, ...
+                 'Parameter', {reshape(cellstr(tbl.Parameter), 1, [])}, ...
+                 'Value', {cell(1, numel(values))});
+    for i = 1:numel(values)
+        out.Value{i} = hcToDouble(values{i});
+    end
+end

@@ -1,0 +1,29 @@
+function [hv, n] = hcFallbackHvp(net, X, T, loss, v)
+    % HCFALLBACKHVP  Hessian-vector product by MATLAB's own automatic differentiation (MATLAB only).
+    %   [HV, N] = HCFALLBACKHVP(NET, X, T, LOSS, V) returns H*V (P x 1, order as dlhessian) for the loss
+    %   of NET on one minibatch X, T (formatted dlarray objects), with H the Hessian of that minibatch's
+    %   loss, and N the number of observations in the minibatch ('B' dimension). Computed by double
+    %   backpropagation, dlgradient(..., 'EnableHigherDerivatives', true), so it works for any layer
+    %   MATLAB can differentiate, including those the Python translator does not support.
+    %   LOSS is a name for hcLossHandle or a function handle. NET is evaluated with predict (inference
+    %   mode), like the Python side.
+    %
+    %   Python's algorithms drive it through the MATLAB Engine (bridge.transport.fallback: Lanczos
+    %   eigenvalues, Hutch++ trace, conjugate gradients), weighting minibatches by N.
+    vt = hcToLearnables(net, hcFromLearnables(net, v, 'V'), false);
+    hvt = dlfeval(@hvpTerms, net, X, T, hcLossHandle(loss), vt);
+    hv = hcFromLearnables(net, hvt, 'H*V');
+    n = size(X, finddim(X, 'B'));
+end
+
+function hvTbl = hvpTerms(net, X, T, lossFcn, vTbl)
+    % d/dtheta (g(theta)' * v) = H * v, with g traced so that it can be differentiated again.
+    Y = predict(net, X);
+    loss = lossFcn(Y, T);
+    g = dlgradient(loss, net.Learnables, 'EnableHigherDerivatives', true);
+    gv = 0;
+    for i = 1:numel(g.Value)
+        gv = gv + sum(g.Value{i} .* vTbl.Value{i}, 'all');
+    end
+    hvTbl = dlgradient(gv, net.Learnables);
+end

@@ -1,0 +1,98 @@
+"""Steihaug CG and the NewtonCG optimizer, against dense solves and known minimizers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hessian_core.optim import Newton, NewtonCG
+from hessian_core.optim.cg import steihaug_cg
+
+D = torch.float64
+
+
+def spd(n, seed, cond_shift=1.0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, n, generator=g, dtype=D)
+    return A @ A.T + cond_shift * torch.eye(n, dtype=D), torch.randn(n, generator=g, dtype=D)
+
+
+def model_value(A, g, s):
+    return float(g @ s + 0.5 * s @ A @ s)
+
+
+def test_steihaug_interior_is_the_newton_solve():
+    A, g = spd(8, 0)
+    res = steihaug_cg(lambda v: A @ v, g, radius=1e6, rtol=1e-12, max_iter=50)
+    np.testing.assert_allclose(res.step.numpy(), -np.linalg.solve(A.numpy(), g.numpy()), rtol=1e-8)
+    assert res.reason == "converged"
+    assert res.model_change == pytest.approx(model_value(A, g, res.step), rel=1e-10)
+
+
+def test_steihaug_boundary_beats_cauchy_point():
+    A, g = spd(8, 1)
+    radius = 0.05
+    res = steihaug_cg(lambda v: A @ v, g, radius=radius)
+    assert res.reason == "boundary" and float(res.step.norm()) == pytest.approx(radius)
+    # Cauchy point: minimizer of the model along -g within the radius (Nocedal & Wright 4.12)
+    gAg = float(g @ A @ g)
+    tau = min(1.0, float(g.norm()) ** 3 / (radius * gAg))
+    cauchy = -tau * radius / float(g.norm()) * g
+    assert model_value(A, g, res.step) <= model_value(A, g, cauchy) + 1e-14
+    assert res.model_change == pytest.approx(model_value(A, g, res.step), rel=1e-10)
+
+
+def test_steihaug_negative_curvature_goes_downhill_to_boundary():
+    A = torch.diag(torch.tensor([2.0, 1.0, -3.0], dtype=D))
+    g = torch.tensor([1.0, 1.0, 0.5], dtype=D)
+    res = steihaug_cg(lambda v: A @ v, g, radius=2.0)
+    assert res.negative_curvature and res.reason == "negative_curvature"
+    assert float(res.step.norm()) == pytest.approx(2.0)
+    assert float(g @ res.step) < 0
+    assert res.model_change == pytest.approx(model_value(A, g, res.step), rel=1e-10)
+    # without a radius: the iterate so far, or -g when the first direction already has negative curvature
+    free = steihaug_cg(lambda v: A @ v, g, None)
+    assert free.negative_curvature and float(g @ free.step) < 0
+    first = steihaug_cg(lambda v: -v, g, None)
+    torch.testing.assert_close(first.step, -g)
+
+
+@pytest.mark.parametrize("trust_region,steps", [(True, 40), (False, 80)])
+def test_rosenbrock_converges(trust_region, steps):
+    # (line search is slower in the curved valley: negative curvature truncates CG to a Cauchy-like step)
+    x = torch.tensor([-1.2, 1.0], dtype=D, requires_grad=True)
+    opt = NewtonCG([x], trust_region=trust_region)
+    losses = [float(opt.step(lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)) for _ in range(steps)]
+    assert all(b <= a for a, b in zip(losses, losses[1:]))  # every accepted step lowers the loss
+    torch.testing.assert_close(x.detach(), torch.ones(2, dtype=D), rtol=0, atol=1e-6)
+
+
+def test_logistic_regression_matches_dense_newton():
+    torch.manual_seed(0)
+    X = torch.randn(40, 3, dtype=D)
+    y = (X @ torch.tensor([1.0, -2.0, 0.5], dtype=D) + 0.3 * torch.randn(40, dtype=D) > 0).to(D)
+    results = []
+    for make in (lambda p: Newton(p), lambda p: NewtonCG(p, radius=10.0, cg_rtol=1e-12)):
+        torch.manual_seed(1)
+        model = nn.Linear(3, 1).to(D)
+        opt = make(list(model.parameters()))
+
+        def closure(model=model):
+            return nn.functional.binary_cross_entropy_with_logits(model(X)[:, 0], y)
+
+        for _ in range(25):
+            opt.step(closure)
+        results.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        g = torch.autograd.grad(closure(), list(model.parameters()))
+        assert max(float(t.abs().max()) for t in g) < 1e-10  # a stationary point
+    torch.testing.assert_close(results[0], results[1], rtol=1e-8, atol=1e-10)
+
+
+def test_trust_radius_adapts_and_counts():
+    x = torch.tensor([3.0, -2.0], dtype=D, requires_grad=True)
+    opt = NewtonCG([x], radius=0.1)
+    opt.step(lambda: (x ** 2).sum())  # quadratic: rho = 1 on the boundary, radius doubles
+    st = opt.state[x]
+    assert st["radius"] == pytest.approx(0.2)
+    assert st["last"]["accepted"] and st["last"]["cg_reason"] == "boundary"
+    assert st["closure_evals"] == 2 and st["hvps"] >= 2
