@@ -28,7 +28,8 @@ from .spec import to_array, to_str
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
-def _check_name(name: str, what: str) -> str:
+def check_variable_name(name: str, what: str) -> str:
+    """``name`` if it is a valid MATLAB variable name (letter first, at most 63 characters), else an error."""
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise InvalidInputError(f"{what} must be a MATLAB variable name, got {name!r}")
     return name
@@ -126,7 +127,7 @@ class MatlabSession:
     # -- pulling -------------------------------------------------------------------------------------
     def pull_spec(self, net: str = "net") -> dict:
         """The network spec of the dlnetwork in workspace variable ``net`` (``dlnetworkToSpec``)."""
-        _check_name(net, "net")
+        check_variable_name(net, "net")
         self.eval(f"hcSpec__ = dlnetworkToSpec({net});")
         try:
             return self.get("hcSpec__")
@@ -136,7 +137,7 @@ class MatlabSession:
     def pull_data(self, name: str) -> tuple:
         """``(data, format)`` of workspace variable ``name``: a dlarray (its data in dlarray order and
         ``dims``), a plain array (format ''), or a cell array of minibatches (a list of arrays, one format)."""
-        _check_name(name, "data variable")
+        check_variable_name(name, "data variable")
         self.eval(f"hcIsCell__ = iscell({name});")
         try:
             if not bool(self.get("hcIsCell__")):
@@ -166,7 +167,7 @@ class MatlabSession:
     # -- pushing -------------------------------------------------------------------------------------
     def push_learnables(self, values: list, net: str = "net") -> None:
         """Set the dlnetwork's Learnables values (one array per row, MATLAB shapes) with ``updateLearnables``."""
-        _check_name(net, "net")
+        check_variable_name(net, "net")
         convert = self._converter or default_array_converter(self.engine)
         self.engine.workspace["hcValues__"] = [convert(np.asarray(v, dtype=np.float64)) for v in values]
         try:

@@ -30,8 +30,8 @@ for epoch = 1:numEpochs
     [net, info] = dlnewtonUpdate(net, X, T, 'Loss', 'crossentropy', 'Damping', 0.1, 'LearnRate', 0.5);
     [~, D, eigInfo] = dlhessianEigs(net, X, T, numEigenvalues, 'Which', 'bothends', 'Loss', 'crossentropy');
     lambda = diag(D);
-    smallest(epoch) = lambda(1);
-    largest(epoch) = lambda(end);
+    largest(epoch) = lambda(1);  % outermost first, as eigs
+    smallest(epoch) = lambda(end);
     traces(epoch) = dlhessianTrace(net, X, T, 'Loss', 'crossentropy', 'NumMatvecs', 30, 'Seed', epoch);
     losses(epoch) = info.LossAfter;
     fprintf('epoch %d  loss %.4f  lambda_min %+.3e  lambda_max %.3e  trace %.3e  (max residual %.1e)\n', ...

@@ -1,6 +1,6 @@
 function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     % DLHESSIANEIGS  Extreme eigenvalues and eigenvectors of the Hessian of a dlnetwork's loss.
-    %   D = DLHESSIANEIGS(NET, X, T, K) returns the K largest eigenvalues (K x 1, ascending).
+    %   D = DLHESSIANEIGS(NET, X, T, K) returns the K largest eigenvalues (K x 1, largest first).
     %   [V, D] = DLHESSIANEIGS(NET, X, T, K) also returns the P x K eigenvectors (unit norm, order as in
     %   dlhessian) and D as a K x K diagonal matrix, like eigs. K defaults to 6.
     %   [V, D, INFO] = ... INFO has Values (K x 1) and Residuals (K x 1, ||H v - lambda v|| per pair),
@@ -10,11 +10,13 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %   Options (also those of dlhessian):
     %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
     %                also the short names 'LA', 'SA', 'LM', 'BE'
+    %   Order, as eigs: the outermost first. 'largest' and 'bothends' descending, 'smallest' ascending,
+    %   'largestabs' by descending magnitude.
     %     'Output'   'table': V as a table shaped like NET.Learnables, row values [size(learnable), K]
     %
     %   Example:
     %     [V, D] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
-    %     lambda = diag(D);     % sharpness: lambda(end)
+    %     lambda = diag(D);     % sharpness: lambda(1)
     %
     %   See also dlhessian, dlhessianTrace.
     if nargin < 4 || isempty(k)
@@ -29,12 +31,23 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     [row, ~] = find(strcmpi(names, opts.Which), 1);
     res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
     values = res.values(:);
-    info = struct('Values', values, 'Residuals', res.residuals(:));
+    switch names{row, 2}
+        case 'SA'
+            [~, order] = sort(values, 'ascend');
+        case 'LM'
+            [~, order] = sort(abs(values), 'descend');
+        otherwise
+            [~, order] = sort(values, 'descend');
+    end
+    values = values(order);
+    residuals = res.residuals(:);
+    info = struct('Values', values, 'Residuals', residuals(order));
     if nargout <= 1
         V = values;
         return
     end
     V = reshape(res.vectors, [], numel(values));
+    V = V(:, order);
     D = diag(values);
     if strcmp(opts.Output, 'table')
         V = hcToLearnables(net, V, true);

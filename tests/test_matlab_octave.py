@@ -238,6 +238,8 @@ def tanh_problem(eng):
         pV = (1:26)' / 26;
         pHv = dlhvp(pNet, pX, pT, pV);
         [pVecs, pVals, pInfo] = dlhessianEigs(pNet, pX, pT, 3, 'Which', 'smallest');
+        [pTopVecs, pTopVals, pTopInfo] = dlhessianEigs(pNet, pX, pT, 3, 'Which', 'largest');
+        pLM = dlhessianEigs(pNet, pX, pT, 4, 'Which', 'largestabs');
         [pTr, pSe] = dlhessianTrace(pNet, pX, pT, 'NumMatvecs', 81, 'Seed', 3);
         [pNet2, pNewton] = dlnewtonUpdate(pNet, pX, pT, 'Damping', 2, 'LearnRate', 0.8);
         pSpec2 = dlnetworkToSpec(pNet2);
@@ -251,7 +253,8 @@ def tanh_problem(eng):
     f = lambda th: tanh_net_loss(th, X, T, shapes)  # noqa: E731
     H = torch.autograd.functional.hessian(f, theta).numpy()
     g = torch.autograd.functional.jacobian(f, theta).numpy()
-    out = {k: w[k] for k in ("pH", "pD", "pV", "pHv", "pVecs", "pVals", "pInfo", "pTr", "pSe", "pNewton", "pSpec2")}
+    out = {k: w[k] for k in ("pH", "pD", "pV", "pHv", "pVecs", "pVals", "pInfo", "pTr", "pSe", "pNewton", "pSpec2",
+                             "pTopVecs", "pTopVals", "pTopInfo", "pLM")}
     return out, H, g, theta.numpy(), shapes, f
 
 
@@ -276,6 +279,17 @@ def test_dlhessianeigs_matches_dense_eigh(tanh_problem):
     assert V.shape == (26, 3)
     np.testing.assert_allclose(H @ V, V * w[:3], atol=1e-6)
     assert np.all(out["pInfo"]["Residuals"] < 1e-6)
+
+
+def test_dlhessianeigs_orders_like_eigs(tanh_problem):
+    out, H, *_ = tanh_problem
+    w = np.linalg.eigvalsh(H)
+    top = w[::-1][:3]  # 'largest': largest first, as MATLAB's eigs
+    np.testing.assert_allclose(np.diag(out["pTopVals"]), top, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(H @ out["pTopVecs"], out["pTopVecs"] * top, atol=1e-6)
+    assert np.all(out["pTopInfo"]["Residuals"] < 1e-6)
+    by_magnitude = w[np.argsort(-np.abs(w))][:4]  # 'largestabs': by descending magnitude
+    np.testing.assert_allclose(out["pLM"].reshape(-1), by_magnitude, rtol=1e-7, atol=1e-9)
 
 
 def test_dlhessiantrace_exact_when_sketch_spans(tanh_problem):

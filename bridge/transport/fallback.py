@@ -21,14 +21,9 @@ import numpy as np
 
 from hessian_core.errors import InvalidInputError
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+from ..session import check_variable_name
+
 _LOSS = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise InvalidInputError(f"{what} must be a MATLAB variable name, got {value!r}")
-    return value
 
 
 def _column(a: np.ndarray):
@@ -49,7 +44,7 @@ class EngineHvp:
     def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse",
                  array_converter=None):
         self.engine = engine
-        self.net, self.X, self.T = _name(net, "net"), _name(X, "X"), _name(T, "T")
+        self.net, self.X, self.T = (check_variable_name(v, what) for v, what in ((net, "net"), (X, "X"), (T, "T")))
         if not isinstance(loss, str) or not _LOSS.fullmatch(loss):
             raise InvalidInputError(f"loss must be a MATLAB loss name such as 'mse', got {loss!r}")
         self.loss = loss
