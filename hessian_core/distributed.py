@@ -91,7 +91,6 @@ class AllReduce:
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         self.backend = dist.get_backend(group)
-        self.last_total: float | None = None  # global count of the last reduction (read by closure())
         self.device: torch.device | None = None  # of the reduced tensors; set by check_device
 
     def __repr__(self) -> str:
@@ -117,8 +116,7 @@ class AllReduce:
                 buf = t.contiguous()
                 dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
                 t.copy_(buf)
-        self.last_total = float(table[:, 0].sum())
-        return self.last_total
+        return float(table[:, 0].sum())
 
     def abort(self) -> None:
         """Tell the other ranks that this rank's local pass failed (call instead of the reduction, then
@@ -203,6 +201,22 @@ def install(objective, distributed: bool | None = None, group=None) -> None:
     objective.reducer = reducer
     if objective.progress is None and reducer.rank != 0:
         objective.progress = False
+    if objective.train_mode:
+        objective.batch_offset = _batch_offset(reducer, objective.batches)
+
+
+def _batch_offset(reducer: AllReduce, batches) -> int:
+    """Number of batches on the ranks before this one, so that dropout masks in train mode are those of
+    one process running the ranks' batches in rank order. A loader without a length on any rank gives
+    each rank its own range of seeds instead (masks differ between batches, not equal to one process)."""
+    try:
+        mine = float(len(batches))
+    except TypeError:
+        mine = -1.0
+    counts = reducer._gather_status([mine])[:, 0]
+    if bool((counts < 0).any()):
+        return reducer.rank * 1_000_000_007
+    return int(counts[: reducer.rank].sum())
 
 
 def any_rank(objective, flag: bool) -> bool:
@@ -301,8 +315,8 @@ def closure(objective) -> Callable[[], torch.Tensor]:
             terms.append(ctx.loss(shared) * w)
             acc.add_(terms[-1].detach())
 
-        objective.accumulate(contribution, value, desc="loss")  # global value; sets reducer.last_total
-        local = sum(terms) / (reducer.last_total if objective.reduction == "mean" else 1.0)
+        objective.accumulate(contribution, value, desc="loss")  # global value; sets last_divisor
+        local = sum(terms) / objective.last_divisor
         return local + (value - local.detach())  # global value, gradient through this rank's terms
 
     return loss

@@ -138,6 +138,9 @@ class Objective:
         self.seed = int(seed)
         self.budget = resolve_budget(memory_budget, self.params.device)
         self.progress = progress
+        # Index of this process's first batch among all ranks' batches (set by hessian_core.distributed in
+        # train mode), so that every batch of the global data draws its own dropout masks.
+        self.batch_offset = 0
         # Set by hessian_core.distributed: sums accumulated tensors and totals across ranks.
         self.reducer: Callable | None = None
         self._info: dict | None = None
@@ -172,7 +175,7 @@ class Objective:
             return
         devices = [self.params.device] if self.params.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + index)
+            torch.manual_seed(self.seed * 1_000_003 + self.batch_offset + index)
             yield
 
     def forward(self, params: tuple[torch.Tensor, ...], inputs):
@@ -235,16 +238,18 @@ class Objective:
                     weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count
                     contribution(ctx, out, weight)
         except Exception:
-            # Tell the other ranks, so they raise too instead of waiting in the reduction.
-            if self.reducer is not None and hasattr(self.reducer, "abort"):
-                self.reducer.abort()
+            self._abort_peers()
             raise
         outs = out if isinstance(out, (list, tuple)) else [out]
         if self.reducer is not None:
             total = self.reducer(outs, total)
+        #: what the last accumulation divided by (the global count for "mean", 1 for "sum"), for callers
+        #: that differentiate through the per-batch terms themselves (hessian_core.distributed.closure)
+        self.last_divisor = 1.0
         if self.reduction == "mean":
             if total <= 0:
                 raise InvalidInputError("count_fn counted no samples in the data: the mean is undefined")
+            self.last_divisor = total
             for t in outs:
                 t.div_(total)
         for t in outs:
@@ -283,10 +288,20 @@ class Objective:
         """
         if self._info is not None:
             return self._info
-        with contextlib.closing(self.contexts()) as batches:
-            ctx = next(batches)
-            self._info = self._check_batch(ctx)
+        try:
+            with contextlib.closing(self.contexts()) as batches:
+                ctx = next(batches)
+                self._info = self._check_batch(ctx)
+        except Exception:
+            self._abort_peers()
+            raise
         return self._info
+
+    def _abort_peers(self) -> None:
+        """This rank failed locally: tell the other ranks, so they raise too instead of waiting for it in
+        their next reduction."""
+        if self.reducer is not None and hasattr(self.reducer, "abort"):
+            self.reducer.abort()
 
     def _check_batch(self, ctx: BatchContext) -> dict:
         sizes = []

@@ -32,9 +32,10 @@ TIMEOUT_S = 120  # a hang in a collective fails the test instead of blocking CI
 
 
 # -- the problem, built identically in the workers and in the test process ---------------------------
-def mlp(bn: bool = False) -> nn.Module:
+def mlp(bn: bool = False, dropout: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    layers = [nn.Linear(3, 4)] + ([nn.BatchNorm1d(4)] if bn else []) + [nn.Tanh(), nn.Linear(4, 2)]
+    layers = [nn.Linear(3, 4)] + ([nn.BatchNorm1d(4)] if bn else []) + [nn.Tanh()]
+    layers += ([nn.Dropout(0.5)] if dropout else []) + [nn.Linear(4, 2)]
     return nn.Sequential(*layers).double()
 
 
@@ -108,6 +109,8 @@ def curvature_results(model, loss, mse, ce, bn_model, sampler_loader) -> dict:
     out["H_ce_masked"] = hc.hessian(model, nn.CrossEntropyLoss(ignore_index=-100), ce, count_fn=masked_count)
     out["H_sampler"] = hc.hessian(model, loss, sampler_loader)
     out["H_bn_train"] = hc.hessian(bn_model, loss, mse, train_mode=True)
+    # dropout masks drawn per global batch: rank 1's batch is the third of the concatenated data
+    out["H_dropout_train"] = hc.hessian(mlp(dropout=True), loss, mse, train_mode=True, seed=5)
     out["H_local"] = hc.hessian(model, loss, mse, distributed=False)
     out["newton_step_dense"] = hc.newton_step(model, loss, mse, damping=1e-2).flat_step
     out["newton_step_cg"] = hc.newton_step(model, loss, mse, damping=1e-2, method="cg").flat_step
@@ -169,6 +172,10 @@ def failure_results(obj, mse, rank: int) -> dict:
     # rank 1's local pass failed and it says so (abort); rank 0 raises instead of hanging
     outcome("peer_failed", lambda: obj.reducer.abort() if rank == 1 else obj.reducer([buf], 4.0))
     out["after_abort"] = hc.Objective(model, loss, mse).loss()  # the ranks are still in step
+    # a local error (rank 1's targets do not fit the model) raises on rank 1 and stops rank 0 too
+    bad = [(x, y[:, :1].expand(-1, 3)) for x, y in mse]
+    outcome("local_error", lambda: hc.hessian(model, loss, bad if rank == 1 else mse))
+    out["after_local_error"] = hc.Objective(model, loss, mse).loss()
     out["any_rank"] = (hcd.any_rank(obj, rank == 1), hcd.any_rank(obj, False))
     # ranks on different code paths (here: one or two result tensors) are stopped, not mixed
     outcome("paths_differ", lambda: obj.reducer([buf] if rank == 0 else [buf, buf.clone()], 4.0))
@@ -299,6 +306,7 @@ def reference() -> dict:
         "H_coupled": hc.hessian(model, coupled_loss, mse_all, distributed=False),
         "diag_coupled": hc.hessian(model, coupled_loss, mse_all, distributed=False).diagonal(),
         "H_bn_train": hc.hessian(mlp(bn=True), loss, mse_all, train_mode=True),
+        "H_dropout_train": hc.hessian(mlp(dropout=True), loss, mse_all, train_mode=True, seed=5),
         "eig_top3": torch.linalg.eigvalsh(H)[-3:],
         **spectral_results(hc.HessianOperator(model, loss, mse_all)),
         **optimizer_results(lambda m: (lambda: loss(m(X), Y)), mse_all),  # one batch of all 10 samples
@@ -307,7 +315,7 @@ def reference() -> dict:
 
 KEYS = ["loss", "grad", "loss_only", "H", "H_structured", "H_generic", "diag_structured", "diag_generic",
         "H_coupled", "diag_coupled", "Hv", "HV", "diag", "blocks", "G", "GV", "F", "FV", "Fdiag",
-        "H_sum", "H_ce_masked", "H_sampler", "H_bn_train", "eig_top3",
+        "H_sum", "H_ce_masked", "H_sampler", "H_bn_train", "H_dropout_train", "eig_top3",
         "closure_loss", "closure_grad", "closure_Hv", "closure_HV", "newton_step_dense", "newton_step_cg",
         "eig_be", "trace_hutchpp", "diag_xdiag", "density", "opt_newton", "opt_newton_cg", "opt_hessian_free"]
 
@@ -398,6 +406,13 @@ def test_a_failed_rank_stops_the_others_cleanly(ranks, reference):
     assert "rank(s) [1] failed" in ranks[0]["peer_failed"]
     for r in range(WORLD):
         _close(ranks[r]["after_abort"], reference["loss"])
+
+
+def test_a_local_error_is_raised_on_its_rank_and_stops_the_others(ranks, reference):
+    assert "targets (2, 3) float64) failed on batch 0" in ranks[1]["local_error"]  # its own clear error
+    assert "rank(s) [1] failed" in ranks[0]["local_error"]
+    for r in range(WORLD):
+        _close(ranks[r]["after_local_error"], reference["loss"])
 
 
 def test_ranks_on_different_code_paths_are_stopped_on_every_rank(ranks):

@@ -22,15 +22,21 @@ def _num_channels(self, learn) -> int:
     return int(learn["Scale"].size)
 
 
+def _per_channel_learnables(translator, learn) -> int:
+    """Check that Offset and Scale have one element per channel, record their shapes; the channel count."""
+    c = _num_channels(translator, learn)
+    for n in translator.learnable_names:
+        if learn[n].size != c:
+            raise translator.error(f"{n} has {learn[n].size} elements, expected one per channel ({c})")
+        translator.shapes[n] = tuple(learn[n].shape) if learn[n].ndim else (1,)
+    return c
+
+
 class BatchNormalization(Translator):
     learnable_names = ("Offset", "Scale")
 
     def setup(self, learn, state):
-        c = _num_channels(self, learn)
-        for n in self.learnable_names:
-            if learn[n].size != c:
-                raise self.error(f"{n} has {learn[n].size} elements, expected one per channel ({c})")
-            self.shapes[n] = tuple(learn[n].shape) if learn[n].ndim else (1,)
+        c = _per_channel_learnables(self, learn)
         for key in ("TrainedMean", "TrainedVariance"):
             value = state.get(key)
             if value is None and self.layer.has(key):
@@ -55,11 +61,7 @@ class LayerNormalization(Translator):
     learnable_names = ("Offset", "Scale")
 
     def setup(self, learn, state):
-        c = _num_channels(self, learn)
-        for n in self.learnable_names:
-            if learn[n].size != c:
-                raise self.error(f"{n} has {learn[n].size} elements, expected one per channel ({c})")
-            self.shapes[n] = tuple(learn[n].shape) if learn[n].ndim else (1,)
+        _per_channel_learnables(self, learn)
         self.eps = self.layer.number("Epsilon", 1e-5)
         self.opdim = self.layer.text("OperationDimension", "auto").lower()
         if self.opdim not in ("auto", "channel-only", "spatial-channel", "batch-excluded"):

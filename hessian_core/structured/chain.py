@@ -84,13 +84,19 @@ def _flatten_ok(m: nn.Module) -> bool:
     return type(m) is nn.Flatten and m.start_dim == 1 and m.end_dim == -1
 
 
-def parse_chain(objective) -> Chain | None:
-    """The :class:`Chain` of ``objective.model``, or ``None`` when the model is not such a chain."""
-    model = objective.model
+def sequential_modules(model: nn.Module) -> list[nn.Module] | None:
+    """The leaf modules of an ``nn.Sequential`` (nested ones flattened), or ``None`` when ``model`` is not
+    one or global module hooks could change what it computes."""
     if not isinstance(model, nn.Sequential) or _global_hooks():
         return None
     modules: list[nn.Module] = []
-    if not _flatten_sequential(model, modules):
+    return modules if _flatten_sequential(model, modules) else None
+
+
+def parse_chain(objective) -> Chain | None:
+    """The :class:`Chain` of ``objective.model``, or ``None`` when the model is not such a chain."""
+    modules = sequential_modules(objective.model)
+    if modules is None:
         return None
     chain = Chain(prefix=[])
     for m in modules:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from .batch import elementwise_derivatives, output_derivatives
-from .chain import NotApplicable, _elementwise, _flatten_ok, _flatten_sequential, _global_hooks, _has_hooks
+from .chain import NotApplicable, _elementwise, _flatten_ok, _has_hooks, sequential_modules
 
 PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_MAPS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
@@ -29,11 +29,8 @@ LINEAR_MAPS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
 
 def parse_modules(objective) -> list[tuple[nn.Module, dict[str, int]]] | None:
     """``[(module, {attribute: ParamSpec index})]`` for a supported Sequential, else ``None``."""
-    model = objective.model
-    if not isinstance(model, nn.Sequential) or _global_hooks():
-        return None
-    modules: list[nn.Module] = []
-    if not _flatten_sequential(model, modules):
+    modules = sequential_modules(objective.model)
+    if modules is None:
         return None
     position = {id(t): i for i, t in enumerate(objective.params.tensors)}
     seen: set[int] = set()
