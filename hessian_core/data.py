@@ -65,8 +65,13 @@ class Batches:
     def __len__(self) -> int:
         return len(self._source)  # TypeError for sources without a length, as for any iterable
 
-    def first(self) -> tuple:
-        return next(iter(self))
+    @property
+    def length(self) -> int | None:
+        """Number of batches, or ``None`` for a source without a length (an IterableDataset loader)."""
+        try:
+            return len(self._source)
+        except TypeError:
+            return None
 
 
 def to_device(x, device: torch.device, dtype: torch.dtype):
@@ -78,10 +83,6 @@ def to_device(x, device: torch.device, dtype: torch.dtype):
     if isinstance(x, (tuple, list)):
         return type(x)(to_device(t, device, dtype) for t in x)
     return x
-
-
-def call_model(model, inputs):
-    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
 
 
 def leading_dim(x) -> int:
@@ -100,10 +101,3 @@ def shape_str(x) -> str:
     if isinstance(x, (tuple, list)):
         return "(" + ", ".join(shape_str(t) for t in x) + ")"
     return type(x).__name__
-
-
-def slice_samples(x, index):
-    """Samples ``index`` along dim 0 of a tensor or of each tensor of a tuple/list."""
-    if isinstance(x, torch.Tensor):
-        return x[index]
-    return type(x)(slice_samples(t, index) for t in x)

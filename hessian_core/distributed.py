@@ -197,7 +197,7 @@ def install(objective, distributed: bool | None = None, group=None) -> None:
         return
     reducer = AllReduce(group)
     reducer.check_device(objective.params.device)
-    reducer.check_ranks(objective.params, empty=_known_empty(objective.batches))
+    reducer.check_ranks(objective.params, empty=objective.batches.length == 0)
     objective.reducer = reducer
     if objective.progress is None and reducer.rank != 0:
         objective.progress = False
@@ -209,10 +209,7 @@ def _batch_offset(reducer: AllReduce, batches) -> int:
     """Number of batches on the ranks before this one, so that dropout masks in train mode are those of
     one process running the ranks' batches in rank order. A loader without a length on any rank gives
     each rank its own range of seeds instead (masks differ between batches, not equal to one process)."""
-    try:
-        mine = float(len(batches))
-    except TypeError:
-        mine = -1.0
+    mine = -1.0 if batches.length is None else float(batches.length)
     counts = reducer._gather_status([mine])[:, 0]
     if bool((counts < 0).any()):
         return reducer.rank * 1_000_000_007
@@ -227,14 +224,6 @@ def any_rank(objective, flag: bool) -> bool:
     if not isinstance(reducer, AllReduce):
         return bool(flag)
     return bool(reducer._gather_status([float(bool(flag))]).max() > 0)
-
-
-def _known_empty(batches) -> bool:
-    """True when the data has a length and it is 0 (a loader without a length is not iterated here)."""
-    try:
-        return len(batches) == 0
-    except TypeError:
-        return False
 
 
 def shared_seed(seed: int | None = None, group=None) -> int:

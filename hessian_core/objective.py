@@ -202,11 +202,7 @@ class Objective:
         """Yield a :class:`BatchContext` per batch, inside the evaluation mode and RNG scope."""
         p = self.params
         it = self.batches
-        try:
-            total = len(it)
-        except TypeError:  # IterableDataset loaders have no length
-            total = None
-        bar = tqdm(it, total=total, desc=desc, disable=(not self.progress) if self.progress is not None else None,
+        bar = tqdm(it, total=it.length, desc=desc, disable=(not self.progress) if self.progress is not None else None,
                    leave=False)
         with self.model_mode():
             for i, (x, y) in enumerate(bar):

@@ -16,7 +16,7 @@ import torch
 from torch.func import vmap
 
 from ..errors import InvalidInputError
-from ..memory import check_fits, chunk_size, format_bytes
+from ..memory import check_fits, chunk_size
 from ..objective import Objective
 
 
@@ -67,7 +67,7 @@ class CurvatureOperator:
     def __repr__(self) -> str:
         o = self.objective
         return (f"{type(self).__name__}(P={self.params.numel}, reduction={o.reduction!r}, "
-                f"batches={_length(o.batches)}, dtype={self.dtype}, "
+                f"batches={'?' if o.batches.length is None else o.batches.length}, dtype={self.dtype}, "
                 f"train_mode={o.train_mode})")
 
     def with_params(self, params):
@@ -175,14 +175,9 @@ class CurvatureOperator:
         product at a time, and rebuilding the forward/backward graph each time costs several times the
         product itself. Invalidated when any parameter or data tensor changes (torch version counters,
         bumped by every in-place update such as an optimizer step)."""
-        try:
-            single = len(self.objective.batches) == 1
-        except TypeError:
-            single = False
-        if not single:
+        if self.objective.batches.length != 1:
             return self._prepare(ctx)
-        key = (_versions(self.params.tensors), _versions(ctx.inputs), _versions(ctx.targets),
-               self.objective.train_mode)
+        key = (_versions(self.params.tensors), _versions(ctx.inputs), _versions(ctx.targets))
         cached = getattr(self, "_cache", None)
         if cached is None or cached[0] != key:
             self._cache = cached = (key, self._prepare(ctx))
@@ -236,13 +231,3 @@ def _unit_columns(P: int, a: int, b: int, dtype, device) -> torch.Tensor:
     return E
 
 
-def _length(batches) -> str:
-    try:
-        return str(len(batches))
-    except TypeError:
-        return "?"
-
-
-def describe_size(P: int, dtype) -> str:
-    item = torch.empty((), dtype=dtype).element_size()
-    return format_bytes(P * P * item)
