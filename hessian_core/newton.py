@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import InvalidInputError, NonFiniteError
-from .memory import check_fits
 from .objective import Objective
 from .operators import HessianOperator
 from .optim.cg import steihaug_cg
-from .optim.linalg import newton_direction, quadratic_change
+from .optim.linalg import check_dense_solve_fits, newton_direction, quadratic_change
 
 
 @dataclass
@@ -76,10 +75,7 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
     spec = objective.params
     loss, g = objective.value_and_grad()
     if method == "dense":
-        P, item = spec.numel, torch.empty((), dtype=spec.dtype).element_size()
-        check_fits(3 * P * P * item, objective.budget,
-                   f"the dense {P} x {P} Hessian with its factorization ({spec.dtype}, 3 x P^2 numbers)",
-                   "newton_step(..., method='cg') (matrix-free)")
+        check_dense_solve_fits(spec.numel, spec.dtype, objective.budget, "newton_step(..., method='cg') (matrix-free)")
         H = op.to_dense()
         d = newton_direction(H, g, damping, saddle_free)
         s = lr * d.direction

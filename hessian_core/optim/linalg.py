@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import NonFiniteError
+from ..memory import check_fits
 
 
 @dataclass
@@ -24,6 +25,14 @@ class DenseDirection:
     method: str
     shift: float
     min_eigenvalue: float | None
+
+
+def check_dense_solve_fits(P: int, dtype: torch.dtype, budget: int, instead: str) -> None:
+    """Refuse (``MemoryBudgetError``) a dense Newton solve that does not fit: :func:`newton_direction` holds
+    3 x P^2 numbers (the Hessian, its shifted copy and the factor or eigenvectors)."""
+    item = torch.empty((), dtype=dtype).element_size()
+    check_fits(3 * P * P * item, budget,
+               f"the dense {P} x {P} Hessian with its factorization ({dtype}, 3 x P^2 numbers)", instead)
 
 
 def newton_direction(H: torch.Tensor, g: torch.Tensor, damping: float = 0.0,

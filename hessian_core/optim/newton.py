@@ -8,11 +8,10 @@ import warnings
 import torch
 
 from ..errors import InvalidInputError
-from ..memory import check_fits
 from ..operators.closure import ClosureHessianOperator
 from .base import CurvatureOptimizer
 from .damping import LevenbergMarquardt, gain_ratio
-from .linalg import newton_direction, quadratic_change
+from .linalg import check_dense_solve_fits, newton_direction, quadratic_change
 
 
 class Newton(CurvatureOptimizer):
@@ -61,11 +60,8 @@ class Newton(CurvatureOptimizer):
         closure = self.require_closure(closure)
         group, spec, st = self.param_groups[0], self.spec, self.global_state
         P = spec.numel
-        item = torch.empty((), dtype=spec.dtype).element_size()
         budget = self.budget()
-        check_fits(3 * P * P * item, budget,
-                   f"Newton's dense {P} x {P} Hessian with its factorization ({spec.dtype}, 3 x P^2 numbers)",
-                   "hessian_core.optim.NewtonCG or HessianFree (matrix-free)")
+        check_dense_solve_fits(P, spec.dtype, budget, "hessian_core.optim.NewtonCG or HessianFree (matrix-free)")
         x0 = self.flat_params()
         with self.guarded(x0):
             op = ClosureHessianOperator(closure, spec, memory_budget=budget, progress=group["progress"])
