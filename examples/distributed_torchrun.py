@@ -13,6 +13,7 @@ the largest differences.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 
@@ -43,6 +44,17 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
+    analyse(args, cuda)
+    # Free every tensor and autograd graph of the analysis while the interpreter is fully alive: gloo's
+    # worker threads may still reference them, and freeing them during interpreter shutdown can abort the
+    # process (pytorch/pytorch PR #179291). Then leave together.
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def analyse(args, cuda: bool) -> None:
+    """The analysis of one rank; everything it builds is freed when it returns."""
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
     if cuda:
@@ -93,8 +105,6 @@ def main() -> None:
     losses = [float(opt.step(step).detach()) for _ in range(3)] + [float(step().detach())]
     if rank == 0:
         print("Newton-CG, loss over all data: " + " -> ".join(f"{v:.6f}" for v in losses))
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ batches of 4 and 4 samples, rank 1 one batch of 2.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -229,7 +230,11 @@ def _worker(rank: int, port: int, outdir: str) -> None:
         loader = DataLoader(ds, batch_size=2, sampler=DistributedSampler(ds, WORLD, rank, shuffle=False))
         out = compute_all(mse[rank], ce[rank], mlp(), mlp(bn=True), loader, rank)
         torch.save(out, os.path.join(outdir, f"rank{rank}.pt"))
+        del out, loader
     finally:
+        # Free what the computations left (graphs, tensors gloo's threads may reference) before interpreter
+        # shutdown, where freeing them can abort the process (pytorch/pytorch PR #179291).
+        gc.collect()
         dist.destroy_process_group()
 
 
