@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hessian_core.dense import hessian_blocks
 from hessian_core.errors import InvalidInputError
+from hessian_core.functional import hessian_blocks
 from hessian_core.objective import Objective
 from hessian_core.operators import HessianOperator
 
@@ -51,7 +51,7 @@ class Problem:
         return Objective(self.model, self.loss, self.data, **self.core_options)
 
     def operator(self) -> HessianOperator:
-        return HessianOperator.from_objective(self.objective())
+        return HessianOperator(self.objective())
 
     def shaped(self, flat: np.ndarray):
         """A flat (P,) / (P, k) result in the requested output form."""
@@ -211,7 +211,7 @@ def eigs(spec, X, T, k: int = 6, which: str = "LA", **opts) -> dict:
 def trace(spec, X, T, num_matvecs: int = 100, method: str = "hutch++", seed: int | None = None, **opts) -> dict:
     """Randomized trace estimate of the Hessian: ``dict(trace=, stderr=, num_matvecs=)``."""
     pb = _problem(spec, X, T, opts)
-    from hessian_core.spectral.trace import trace as core_trace
+    from hessian_core.spectral import trace as core_trace
 
     seed = None if seed is None or np.size(seed) == 0 else _as_int(seed, "seed", least=0)
     res = core_trace(pb.operator(), num_matvecs=_as_int(num_matvecs, "num_matvecs"), method=str(method), seed=seed)
@@ -226,7 +226,7 @@ def newton_update(spec, X, T, damping: float = 1e-3, lr: float = 1.0, method: st
     ``dict(values=[new Value per Learnables row, MATLAB shape], loss_before=, loss_after=,
     predicted_change=, method=)``; the caller's spec is not modified.
     """
-    from hessian_core.newton import newton_step
+    from hessian_core.newton_step import newton_step
 
     if not (np.isfinite(damping) and damping >= 0) or not (np.isfinite(lr) and lr > 0):
         raise InvalidInputError(f"damping must be >= 0 and lr > 0, got damping={damping}, lr={lr}")

@@ -6,19 +6,34 @@ Quick start::
     H = hc.hessian(model, torch.nn.MSELoss(), (X, y))          # (P, P), exact
     op = hc.HessianOperator(model, loss_fn, loader)            # matrix-free, .matvec / .matmat / .to_scipy()
 
-See :mod:`hessian_core.objective` for the normalization contract and the model policy.
+See :mod:`hessian_core.objective` for the normalization contract and the model policy, and
+:mod:`hessian_core.operators` for the operator base and its compositions.
 """
 
 from . import (
     distributed,  # data-parallel curvature on torch.distributed: closure, shared_seed
     optim,  # hessian_core.optim.Newton / NewtonCG / HessianFree
 )
-from .dense import hessian, hessian_blocks, hessian_diagonal, hvp
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
-from .newton import NewtonStep, newton_step
+from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
+from .newton_step import NewtonStep, newton_step
 from .objective import Objective
-from .operators import CurvatureOperator, EmpiricalFisherOperator, GGNOperator, HessianOperator
-from .operators.closure import ClosureHessianOperator
+from .operators import (
+    BlockDiagonalOperator,
+    ClosureHessianOperator,
+    CurvatureOperator,
+    DenseOperator,
+    EmpiricalFisherOperator,
+    FunctionOperator,
+    GGNOperator,
+    HessianOperator,
+    IdentityOperator,
+    LinearOperator,
+    ScaledOperator,
+    SumOperator,
+    as_operator,
+    block_diagonal,
+)
 from .params import ParamSpec
 from .spectral import condition_number, diagonal_estimate, eigsh, logdet, spectral_density, trace
 
@@ -26,9 +41,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hessian", "hvp", "hessian_diagonal", "hessian_blocks",
-    "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator",
+    "LinearOperator", "IdentityOperator", "ScaledOperator", "SumOperator", "DenseOperator", "FunctionOperator",
+    "BlockDiagonalOperator", "as_operator", "block_diagonal",
+    "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
     "Objective", "ParamSpec",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
-    "newton_step", "NewtonStep", "ClosureHessianOperator", "optim", "distributed",
+    "newton_step", "NewtonStep", "optim", "distributed",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
 ]

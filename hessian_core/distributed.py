@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from .errors import HessianCoreError, InvalidInputError
 
-__all__ = ["AllReduce", "any_rank", "closure", "install", "is_active", "rank", "shared_seed", "world_size"]
+__all__ = ["AllReduce", "any_rank", "closure", "setup", "is_active", "rank", "shared_seed", "world_size"]
 
 
 def is_active() -> bool:
@@ -180,29 +180,25 @@ class AllReduce:
             )
 
 
-def install(objective, distributed: bool | None = None, group=None) -> None:
-    """Make ``objective`` data-parallel: set ``objective.reducer`` (see :class:`AllReduce`).
+def setup(params, batches, distributed: bool | None = None, group=None) -> tuple[AllReduce | None, int]:
+    """The reducer of a data-parallel objective (see :class:`AllReduce`) and the index of this rank's first
+    batch among all ranks' batches (for the per-batch seeds of random models), or ``(None, 0)``.
 
     ``distributed``: ``None`` turns it on when a process group is initialized, ``True`` requires one,
     ``False`` keeps the objective local to this rank. When on, the ranks are checked to hold the same
     parameters and some data (:meth:`AllReduce.check_ranks`, a collective: every rank must build the
-    objective), and progress bars default to rank 0 only.
+    objective).
     """
     if distributed is None:
         distributed = is_active()
     elif not isinstance(distributed, bool):
         raise InvalidInputError(f"distributed must be True, False or None, got {distributed!r}")
     if not distributed:
-        objective.reducer = None
-        return
+        return None, 0
     reducer = AllReduce(group)
-    reducer.check_device(objective.params.device)
-    reducer.check_ranks(objective.params, empty=objective.batches.length == 0)
-    objective.reducer = reducer
-    if objective.progress is None and reducer.rank != 0:
-        objective.progress = False
-    if objective.train_mode:
-        objective.batch_offset = _batch_offset(reducer, objective.batches)
+    reducer.check_device(params.device)
+    reducer.check_ranks(params, empty=batches.length == 0)
+    return reducer, _batch_offset(reducer, batches)
 
 
 def _batch_offset(reducer: AllReduce, batches) -> int:
@@ -304,8 +300,8 @@ def closure(objective) -> Callable[[], torch.Tensor]:
             terms.append(ctx.loss(shared) * w)
             acc.add_(terms[-1].detach())
 
-        objective.accumulate(contribution, value, desc="loss")  # global value; sets last_divisor
-        local = sum(terms) / objective.last_divisor
+        _, divisor = objective.accumulate(contribution, value, desc="loss", return_divisor=True)
+        local = sum(terms) / divisor
         return local + (value - local.detach())  # global value, gradient through this rank's terms
 
     return loss

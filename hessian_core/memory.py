@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 
@@ -40,18 +42,26 @@ def available_bytes(device: torch.device) -> int:
 
 
 def resolve_budget(budget, device: torch.device) -> int:
-    """Budget in bytes. ``None``: half of what is free on the device now. Accepts an int/float number of
-    bytes or a string like ``"2GB"``, ``"512MiB"``."""
+    """Budget in bytes. ``None``: half of what is free on the device now. Accepts a positive, finite
+    int/float number of bytes or a string like ``"2GB"``, ``"512MiB"`` (booleans, ``inf`` and NaN are
+    refused: a budget is a size, and an infinite one would disable every check)."""
     if budget is None:
         return available_bytes(device) // 2
     if isinstance(budget, str):
         m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", budget)
         if not m or m.group(2).lower() not in _UNITS:
             raise InvalidInputError(f"memory_budget {budget!r} is not understood; use bytes or e.g. '2GB', '512MiB'")
-        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if isinstance(budget, (int, float)) and budget > 0:
+        try:
+            value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+        except ValueError:
+            raise InvalidInputError(f"memory_budget {budget!r} is not understood; use bytes or e.g. '2GB'") from None
+        if value >= 1:
+            return int(value)
+    elif (isinstance(budget, numbers.Real) and not isinstance(budget, bool) and type(budget).__name__ != "bool_"
+          and math.isfinite(budget) and budget >= 1):
         return int(budget)
-    raise InvalidInputError(f"memory_budget must be a positive number of bytes or a string like '2GB', got {budget!r}")
+    raise InvalidInputError(
+        f"memory_budget must be a positive, finite number of bytes or a string like '2GB', got {budget!r}")
 
 
 def check_fits(nbytes: int, budget: int, what: str, instead: str) -> None:

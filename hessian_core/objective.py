@@ -22,29 +22,35 @@ weight ``c_b`` (or 1 for ``"sum"``) and divided once by the total at the end: :m
 Model policy
 ------------
 Analysis never changes the model: parameters are read, never written; ``.grad`` is never touched;
-the train/eval flag of every submodule is restored. By default the model is evaluated in **eval mode**
-(BatchNorm uses its running statistics, dropout is off) so the Hessian is a deterministic function of
-the parameters. ``train_mode=True`` opts in to train mode: BatchNorm then uses batch statistics (their
-dependence on the parameters is differentiated) and runs on copies of its buffers so running statistics
-are not updated, and dropout masks are drawn from a generator seeded with ``seed`` and the batch index,
-so that every product with the operator sees the same masks and the operator stays one fixed matrix.
+the train/eval flag of every submodule is restored (:mod:`hessian_core.forward`). By default the model is
+evaluated in **eval mode** (BatchNorm uses its running statistics, dropout is off) so the Hessian is a
+deterministic function of the parameters. ``train_mode=True`` opts in to train mode: BatchNorm then uses
+batch statistics (their dependence on the parameters is differentiated) and runs on copies of its buffers
+so running statistics are not updated. A forward that draws random numbers (dropout in train mode, or
+in any mode through ``F.dropout(training=True)``, noise, random pooling) runs with torch's generator
+seeded from ``seed`` and the batch index, so that every pass over a batch sees the same draws and the
+operator stays one fixed matrix. Forwards that write into buffers or into their inputs run on copies.
+
+Data contract: every pass over ``data`` must yield the same samples (see :mod:`hessian_core.data`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .data import Batches, leading_dim, shape_str, to_device
-from .errors import InvalidInputError, NonFiniteError
+from . import distributed as _distributed
+from .data import Batches, PassFingerprints, leading_dim, to_device
+from .errors import InvalidInputError
+from .finite import check_finite
+from .forward import functional_forward, model_mode, rng_scope
 from .memory import resolve_budget
 from .params import ParamSpec
+from .validation import BatchProbe, probe
 
 REDUCTIONS = ("mean", "sum")
 
@@ -90,8 +96,9 @@ class BatchContext:
         self.count = count
 
     def outputs(self, params: tuple[torch.Tensor, ...]):
-        """Model outputs with the differentiated parameters replaced by ``params``."""
-        return self.objective.forward(params, self.inputs)
+        """Model outputs with the differentiated parameters replaced by ``params`` (the batch's random
+        draws, if the model makes any, are the same in every call)."""
+        return self.objective.forward(params, self.inputs, seed=self.objective.seed_of(self.index))
 
     def loss_of_outputs(self, outputs) -> torch.Tensor:
         return self.objective.loss_fn(outputs, self.targets)
@@ -112,7 +119,7 @@ class Objective:
         count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch.
         params: subset of parameters (tensors or names); default all with ``requires_grad``.
         train_mode: evaluate in train mode (see the module docstring). Default eval mode.
-        seed: seed of the dropout masks in train mode.
+        seed: seed of the random draws of a random forward (dropout masks in train mode), per batch.
         memory_budget: bytes (or ``"2GB"``) the engine may allocate; default half the free memory.
         progress: show tqdm progress bars (``None``: only on a terminal).
         distributed: reduce over the ranks of ``torch.distributed`` (:mod:`hessian_core.distributed`);
@@ -122,107 +129,109 @@ class Objective:
     def __init__(self, model: nn.Module, loss_fn: Callable, data, *, reduction: str | None = None,
                  count_fn: Callable | None = None, params: Iterable | None = None, train_mode: bool = False,
                  seed: int = 0, memory_budget=None, progress: bool | None = None,
-                 distributed: bool | None = None):
+                 distributed: bool | None = None, _derived_from: Objective | None = None):
+        from .arguments import check_bool, check_int, check_optional_bool
+
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise InvalidInputError(
                 f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+        if count_fn is not None and not callable(count_fn):
+            raise InvalidInputError(f"count_fn must be callable as count_fn(inputs, targets), got {count_fn!r}")
         self.model = model
         self.loss_fn = loss_fn
         self.params = ParamSpec(model, params)
         self.reduction = resolve_reduction(loss_fn, reduction)
         self.count_fn = count_fn or default_count
         self.batches = Batches(data)
-        self.train_mode = bool(train_mode)
-        self.seed = int(seed)
+        self.train_mode = check_bool(train_mode, "train_mode")
+        self.seed = check_int(seed, "seed", None)
         self.budget = resolve_budget(memory_budget, self.params.device)
-        self.progress = progress
-        # Index of this process's first batch among all ranks' batches (set by hessian_core.distributed in
-        # train mode), so that every batch of the global data draws its own dropout masks.
-        self.batch_offset = 0
-        # Set by hessian_core.distributed: sums accumulated tensors and totals across ranks.
-        self.reducer: Callable | None = None
-        self._info: dict | None = None
-        from .distributed import install  # cheap: torch.distributed is imported by torch already
-        install(self, distributed)
+        self.progress = check_optional_bool(progress, "progress")
+        parent = _derived_from
+        if parent is None:
+            self.reducer, self.batch_offset = _distributed.setup(self.params, self.batches, distributed)
+            #: what the first batch showed (:func:`hessian_core.validation.probe`), once :meth:`validate` ran
+            self.probe: BatchProbe | None = None
+            #: fingerprints of each pass over data that is not fixed (a DataLoader), see hessian_core.data
+            self.fingerprints = None if self.batches.fixed else PassFingerprints(order_free=not self.train_mode)
+        else:  # the same model and data (with_params): share what was learned about them
+            self.reducer, self.batch_offset = parent.reducer, parent.batch_offset
+            self.probe, self.fingerprints = parent.probe, parent.fingerprints
+        if self.progress is None and self.reducer is not None and self.reducer.rank != 0:
+            self.progress = False
+
+    def __repr__(self) -> str:
+        n = self.batches.length
+        return (f"Objective(P={self.params.numel}, reduction={self.reduction!r}, batches={'?' if n is None else n}, "
+                f"train_mode={self.train_mode}, distributed={self.reducer is not None})")
 
     # -- subsets -----------------------------------------------------------------------------------
     def with_params(self, params: Iterable) -> Objective:
         """The same objective differentiated with respect to a subset of the parameters."""
-        new = object.__new__(Objective)
-        new.__dict__.update(self.__dict__)
-        new.params = ParamSpec(self.model, params)
-        return new
+        return Objective(self.model, self.loss_fn, self.batches, reduction=self.reduction, count_fn=self.count_fn,
+                         params=params, train_mode=self.train_mode, seed=self.seed, memory_budget=self.budget,
+                         progress=self.progress, _derived_from=self)
 
     # -- evaluation --------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def model_mode(self):
-        """Set the evaluation mode; restore every submodule's own train/eval flag afterwards."""
-        flags = [(m, m.training) for m in self.model.modules()]
-        try:
-            self.model.train(self.train_mode)
-            yield
-        finally:
-            for m, flag in flags:
-                m.training = flag
+    def seed_of(self, index: int) -> int | None:
+        """The seed of batch ``index``'s random draws, or ``None`` when the forward makes none."""
+        random = self.train_mode or self.probe is None or self.probe.random
+        return self.batch_seed(index) if random else None
 
-    @contextlib.contextmanager
-    def batch_scope(self, index: int):
-        """Fix the RNG per batch in train mode, so dropout masks are the same in every product."""
-        if not self.train_mode:
-            yield
-            return
-        devices = [self.params.device] if self.params.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + self.batch_offset + index)
-            yield
+    def batch_seed(self, index: int) -> int:
+        """Seed of batch ``index`` (of all ranks' batches, in rank order)."""
+        return self.seed * 1_000_003 + self.batch_offset + index
 
-    def forward(self, params: tuple[torch.Tensor, ...], inputs):
-        # Every parameter detached (canonical names only, so tied weights stay tied), then the
-        # differentiated ones replaced: nothing links the results to the model's own tensors.
-        tensors = {n: p.detach() for n, p in self.model.named_parameters()}
-        tensors.update(zip(self.params.names, params))
-        if self.train_mode:
-            # Copies, so train-mode BatchNorm does not update the model's running statistics.
-            tensors.update({n: b.clone() for n, b in self.model.named_buffers()})
-        args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-        # torch's functional_call does not put back the tensors of a module used twice (or when a
-        # transform raises inside it): restore every registered parameter and buffer ourselves.
-        registered = [(m._parameters, n, t) for m in self.model.modules() for n, t in m._parameters.items()]
-        registered += [(m._buffers, n, t) for m in self.model.modules() for n, t in m._buffers.items()]
-        try:
-            return functional_call(self.model, tensors, args)
-        finally:
-            for slots, n, t in registered:
-                if slots.get(n) is not t:
-                    slots[n] = t
+    def forward(self, params: tuple[torch.Tensor, ...], inputs, *, seed: int | None = None,
+                buffers: dict | None = None):
+        """``model(inputs)`` with the differentiated parameters replaced by ``params`` (see
+        :func:`~hessian_core.forward.functional_forward`), random draws from ``seed``; on copies of the
+        buffers and inputs when the forward writes into them (always before :meth:`validate`)."""
+        probed = self.probe
+        if buffers is None and (self.train_mode or probed is None or probed.mutates_buffers):
+            buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        if probed is None or probed.mutates_inputs:
+            inputs = _copy(inputs)
+        with rng_scope(seed, self.params.device):
+            return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers)
 
     def contexts(self, desc: str | None = None):
-        """Yield a :class:`BatchContext` per batch, inside the evaluation mode and RNG scope."""
+        """Yield a :class:`BatchContext` per batch, inside the evaluation mode; a complete pass is
+        fingerprinted (data that is not fixed must be the same in every pass)."""
         p = self.params
         it = self.batches
+        prints = self.fingerprints
         bar = tqdm(it, total=it.length, desc=desc, disable=(not self.progress) if self.progress is not None else None,
                    leave=False)
-        with self.model_mode():
+        if prints is not None:
+            prints.start()
+        with model_mode(self.model, self.train_mode):
             for i, (x, y) in enumerate(bar):
                 x = to_device(x, p.device, p.dtype)
                 y = to_device(y, p.device, p.dtype)
+                if prints is not None:
+                    prints.add(i, x, y)
                 count = self.count_fn(x, y)
                 count = float(count.item() if isinstance(count, torch.Tensor) else count)
                 if not count >= 0:
                     raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
-                with self.batch_scope(i):
-                    yield BatchContext(self, x, y, i, count)
+                yield BatchContext(self, x, y, i, count)
+        if prints is not None:
+            prints.finish()
 
-    def accumulate(self, contribution: Callable, out, *, per_sample: bool = False, desc: str | None = None):
+    def accumulate(self, contribution: Callable, out, *, per_sample: bool = False, desc: str | None = None,
+                   return_divisor: bool = False):
         """Globally normalized sum over batches, in place into ``out``.
 
         ``contribution(ctx, out, weight)`` adds ``weight * term_b`` into ``out`` (a tensor or a list of
         tensors), where ``term_b`` is the batch's quantity as ``loss_fn`` reduces it (e.g. the Hessian of
         the batch loss). ``weight`` is ``c_b`` for ``"mean"`` and 1 for ``"sum"``; with ``per_sample=True``
         (terms that are already sums over samples, like the empirical Fisher) it is 1. At the end ``out``
-        is divided by the total count (``"mean"``) and returned.
+        is divided by the total count (``"mean"``) and returned; with ``return_divisor=True`` as
+        ``(out, divisor)`` (the global count for ``"mean"``, 1 for ``"sum"``), for callers that
+        differentiate through the per-batch terms themselves (:func:`hessian_core.distributed.closure`).
         """
         self.validate()
         total = 0.0
@@ -239,18 +248,16 @@ class Objective:
         outs = out if isinstance(out, (list, tuple)) else [out]
         if self.reducer is not None:
             total = self.reducer(outs, total)
-        #: what the last accumulation divided by (the global count for "mean", 1 for "sum"), for callers
-        #: that differentiate through the per-batch terms themselves (hessian_core.distributed.closure)
-        self.last_divisor = 1.0
+        divisor = 1.0
         if self.reduction == "mean":
             if total <= 0:
                 raise InvalidInputError("count_fn counted no samples in the data: the mean is undefined")
-            self.last_divisor = total
+            divisor = total
             for t in outs:
                 t.div_(total)
         for t in outs:
             check_finite(t, desc or "result")
-        return out
+        return (out, divisor) if return_divisor else out
 
     def value_and_grad(self) -> tuple[float, torch.Tensor]:
         """Globally normalized loss and flat gradient ``(P,)``."""
@@ -275,100 +282,37 @@ class Objective:
         return float(out)
 
     # -- validation --------------------------------------------------------------------------------
-    def validate(self) -> dict:
-        """Run the first batch once, outside any transform, and turn failures into clear errors.
-
-        Checks that the model accepts the inputs, that the loss accepts outputs and targets without
-        silent broadcasting, returns a finite scalar; records the activation size for chunking.
-        Cached: runs once per objective.
-        """
-        if self._info is not None:
-            return self._info
+    def validate(self) -> BatchProbe:
+        """Probe the first batch once (:func:`hessian_core.validation.probe`): clear errors for a model or
+        loss that cannot work, the activation size, and whether the forward is random or writes into its
+        buffers or inputs. Runs once per objective (and its :meth:`with_params` subsets)."""
+        if self.probe is not None:
+            return self.probe
         try:
             with contextlib.closing(self.contexts()) as batches:
                 ctx = next(batches)
-                self._info = self._check_batch(ctx)
+                self.probe = probe(self, ctx)
         except Exception:
             self._abort_peers()
             raise
-        return self._info
+        return self.probe
 
     def _abort_peers(self) -> None:
         """This rank failed locally: tell the other ranks, so they raise too instead of waiting for it in
         their next reduction."""
-        if self.reducer is not None and hasattr(self.reducer, "abort"):
+        if self.reducer is not None:
             self.reducer.abort()
-
-    def _check_batch(self, ctx: BatchContext) -> dict:
-        sizes = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(_numel(o)))
-                 for m in self.model.modules()]
-        try:
-            with torch.no_grad():
-                try:
-                    outputs = ctx.outputs(self.params.primals())
-                except Exception as e:  # noqa: BLE001 - re-raised with the shapes that caused it
-                    raise InvalidInputError(
-                        f"model({shape_str(ctx.inputs)}) failed on batch 0: {type(e).__name__}: {e}"
-                    ) from e
-        finally:
-            for h in hooks:
-                h.remove()
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                loss = ctx.loss_of_outputs(outputs)
-            except Exception as e:  # noqa: BLE001
-                raise InvalidInputError(
-                    f"loss_fn(outputs {shape_str(outputs)}, targets {shape_str(ctx.targets)}) failed on batch 0: "
-                    f"{type(e).__name__}: {e}"
-                ) from e
-        for w in caught:
-            if "target size" in str(w.message) and "broadcast" in str(w.message):
-                raise InvalidInputError(
-                    f"loss_fn broadcasts outputs {shape_str(outputs)} against targets {shape_str(ctx.targets)}, "
-                    "which silently gives a wrong loss and Hessian; reshape the targets to the outputs' shape"
-                )
-            warnings.warn(w.message, w.category, stacklevel=2)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise InvalidInputError(
-                f"loss_fn must return a scalar, got {shape}; use reduction='mean' or 'sum' in the loss"
-            )
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"the loss on batch 0 is {float(loss)}; the curvature is undefined there")
-        return {"activation_numel": int(sum(sizes)), "output_shape": _shape_of(outputs)}
 
     def bytes_per_column(self) -> int:
         """Rough working memory of one tangent in a batched product: params and activations, a few copies."""
         info = self.validate()
         item = torch.empty((), dtype=self.params.dtype).element_size()
-        return item * (6 * self.params.numel + 6 * info["activation_numel"] + 1)
+        return item * (6 * self.params.numel + 6 * info.activation_numel + 1)
 
 
-def check_finite(t: torch.Tensor, what: str) -> None:
-    # The sum is finite exactly when every entry is (barring overflow): a cheap test before the full one.
-    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise NonFiniteError(
-            f"{bad} of {t.numel()} entries of the {what} are NaN or Inf; check the data and the loss "
-            "(e.g. log of 0 probabilities) at these parameters"
-        )
-
-
-def _numel(o) -> int:
-    if isinstance(o, torch.Tensor):
-        return o.numel()
-    if isinstance(o, (tuple, list)):
-        return sum(_numel(t) for t in o)
-    if isinstance(o, dict):
-        return sum(_numel(t) for t in o.values())
-    return 0
-
-
-def _shape_of(o):
-    if isinstance(o, torch.Tensor):
-        return tuple(o.shape)
-    if isinstance(o, (tuple, list)):
-        return tuple(_shape_of(t) for t in o)
-    return None
+def _copy(x):
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_copy(t) for t in x)
+    return x

@@ -112,19 +112,30 @@ class ParamSpec:
 
     def as_flat(self, v, name: str = "v") -> torch.Tensor:
         """Accept a flat vector/matrix or a list shaped like the params; return ``(P,)`` or ``(P, k)``
-        on the parameters' device and dtype."""
+        on the parameters' device and dtype. Complex, meta-device and non-finite input is refused by name
+        (a cast would silently drop an imaginary part; NaN would later be blamed on the data)."""
         if isinstance(v, (list, tuple)):
-            v = self.flatten([torch.as_tensor(t) for t in v])
+            v = self.flatten([_real_tensor(t, name) for t in v])
         else:
-            v = torch.as_tensor(v)
+            v = _real_tensor(v, name)
         if v.dim() not in (1, 2) or v.shape[0] != self.numel:
             raise InvalidInputError(
                 f"{name} has shape {tuple(v.shape)}; expected ({self.numel},) or ({self.numel}, k) "
                 f"for the {self.numel} parameters, or a list of {len(self)} param-shaped tensors"
             )
-        if not (v.dtype.is_floating_point or v.dtype.is_complex):
-            v = v.to(self.dtype)
-        return v.to(device=self.device, dtype=self.dtype)
+        v = v.to(device=self.device, dtype=self.dtype)
+        if v.numel() and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all()):
+            raise InvalidInputError(f"{name} has NaN or Inf entries")
+        return v
+
+    def positions_of(self, other: ParamSpec) -> torch.Tensor:
+        """Flat indices into this spec's vector of every entry of ``other``'s vector (``other`` must be a
+        subset of these parameters, e.g. from ``params=``): ``v_full[spec.positions_of(sub)] = v_sub``."""
+        where = {id(t): s for t, s in zip(self.tensors, self.slices)}
+        missing = [n for n, t in zip(other.names, other.tensors) if id(t) not in where]
+        if missing:
+            raise InvalidInputError(f"parameters {missing} are not among these {len(self)} parameters")
+        return torch.cat([torch.arange(where[id(t)].start, where[id(t)].stop) for t in other.tensors])
 
     def index_of(self, flat_index: int) -> tuple[str, tuple[int, ...]]:
         """(parameter name, multi-index within it) of a flat index, for labels."""
@@ -135,3 +146,40 @@ class ParamSpec:
                 idx = torch.unravel_index(torch.tensor(flat_index - a), shape) if len(shape) else ()
                 return name, tuple(int(i) for i in idx)
         raise AssertionError("unreachable")
+
+
+def _real_tensor(x, name: str) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if t.is_complex():
+        raise InvalidInputError(f"{name} is complex ({t.dtype}); curvature products take real vectors")
+    if t.device.type == "meta":
+        raise InvalidInputError(f"{name} is on the meta device and has no values; pass a real tensor")
+    if not t.dtype.is_floating_point:
+        if t.dtype == torch.bool:
+            raise InvalidInputError(f"{name} is a bool tensor; pass a floating-point vector")
+        t = t.to(torch.float64)
+    return t
+
+
+class ParamHolder(nn.Module):
+    """A module whose parameters are exactly the given tensors (in that order, the same objects), so that
+    plain tensors (an optimizer's parameters) get :class:`ParamSpec`'s flatten/unflatten."""
+
+    def __init__(self, tensors: Iterable[torch.Tensor]):
+        super().__init__()
+        for i, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor):
+                raise InvalidInputError(f"parameter {i} is a {type(t).__name__}, not a tensor")
+            # Direct assignment keeps the caller's tensor object (register_parameter insists on nn.Parameter,
+            # torch.optim accepts any leaf tensor).
+            self._parameters[str(i)] = t
+
+
+def spec_of(params: Iterable[torch.Tensor] | ParamSpec) -> ParamSpec:
+    """:class:`ParamSpec` of a list of tensors (order kept), or a ParamSpec as it is."""
+    if isinstance(params, ParamSpec):
+        return params
+    tensors = list(params)
+    if not tensors:
+        raise InvalidInputError("no parameters given")
+    return ParamSpec(ParamHolder(tensors))

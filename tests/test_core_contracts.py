@@ -178,7 +178,7 @@ def test_fisher_refuses_train_mode_batchnorm():
         hc.EmpiricalFisherOperator(model, nn.MSELoss(), (X, Y), train_mode=True)
 
 
-def test_single_batch_products_reuse_the_graph_until_parameters_change():
+def test_single_batch_products_reuse_the_graph_inside_reuse_until_parameters_change():
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
     X, Y = torch.randn(8, 3, dtype=D), torch.randn(8, 2, dtype=D)
     calls = []
@@ -186,14 +186,18 @@ def test_single_batch_products_reuse_the_graph_until_parameters_change():
     for op_cls in (hc.HessianOperator, hc.GGNOperator):
         op = op_cls(model, nn.MSELoss(), (X, Y))
         v = torch.randn(op.shape[0], dtype=D)
-        first = op.matvec(v)
+        with op.reuse():
+            first = op.matvec(v)
+            calls.clear()
+            torch.testing.assert_close(op.matvec(v), first)
+            if op_cls is hc.HessianOperator:
+                assert not calls  # no new forward pass: the graph was kept
+            with torch.no_grad():
+                model[0].weight.add_(0.1)  # in place, like an optimizer step
+            ref = op_cls(model, nn.MSELoss(), (X, Y), chunk_size=1).to_dense() @ v
+            torch.testing.assert_close(op.matvec(v), ref)  # the kept graph saw the change
+            with torch.no_grad():
+                model[0].weight.sub_(0.1)
         calls.clear()
-        torch.testing.assert_close(op.matvec(v), first)
-        if op_cls is hc.HessianOperator:
-            assert not calls  # no new forward pass: the graph was kept
-        with torch.no_grad():
-            model[0].weight.add_(0.1)  # in place, like an optimizer step
-        ref = op_cls(model, nn.MSELoss(), (X, Y), chunk_size=1).to_dense() @ v
-        torch.testing.assert_close(op.matvec(v), ref)  # the cache saw the change
-        with torch.no_grad():
-            model[0].weight.sub_(0.1)
+        op.matvec(v)
+        assert calls  # outside reuse() every product is built afresh

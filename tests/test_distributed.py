@@ -125,7 +125,7 @@ def curvature_results(model, loss, mse, ce, bn_model, sampler_loader) -> dict:
 
 def closure_results(obj) -> dict:
     """The optimizers' closure: global value, gradient and (double backward) Hessian products."""
-    from hessian_core.operators.closure import ClosureHessianOperator
+    from hessian_core.operators import ClosureHessianOperator
 
     v, V = probes(obj.params.numel)
     closure = hcd.closure(obj)

@@ -7,7 +7,7 @@ from torch import nn
 
 import hessian_core as hc
 from hessian_core.optim import Newton
-from hessian_core.optim.linalg import newton_direction
+from hessian_core.optim.dense_solve import newton_direction
 
 D = torch.float64
 

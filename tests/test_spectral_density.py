@@ -76,7 +76,7 @@ def test_density_of_network_hessian_integrates():
 
 def test_slq_memory_is_checked():
     A = spectrum_matrix(torch.linspace(0, 1, 50))
-    op = hc.spectral.as_operator(A)
+    op = hc.as_operator(A)
     op.budget = 1000  # bytes: not even one probe's Lanczos vectors fit
     with pytest.raises(hc.MemoryBudgetError, match="reorth='none'"):
         hc.spectral_density(op, num_probes=2, num_iters=10)

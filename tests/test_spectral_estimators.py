@@ -10,7 +10,7 @@ from torch import nn
 
 import hessian_core as hc
 from hessian_core.errors import InvalidInputError
-from hessian_core.spectral._random import generator
+from hessian_core.spectral.probes import generator
 
 
 @pytest.fixture(scope="module")

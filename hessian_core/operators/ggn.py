@@ -1,13 +1,10 @@
-"""Generalized Gauss-Newton ``G = J^T H_L J`` and empirical Fisher ``F = sum_i g_i g_i^T``."""
+"""Generalized Gauss-Newton ``G = J^T H_L J``."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp
 
-from ..errors import InvalidInputError
-from .base import CurvatureOperator
+from .curvature import CurvatureOperator
 
 
 class GGNOperator(CurvatureOperator):
@@ -32,80 +29,3 @@ class GGNOperator(CurvatureOperator):
             return model_vjp(loss_hvp(jv)[0])[0]
 
         return lambda V: self._batched(ggnvp, V)
-
-
-class EmpiricalFisherOperator(CurvatureOperator):
-    """Empirical Fisher ``F = sum_i g_i g_i^T / W`` with ``g_i`` the gradient of the loss of sample ``i``.
-
-    The loss of a sample is ``loss_fn`` on that sample alone (a batch of one); ``W`` is the total count
-    for ``"mean"`` losses and 1 for ``"sum"``, as for the Hessian. Samples are sliced along dim 0 of the
-    inputs and targets. Not defined in train mode with BatchNorm (samples are not independent there).
-    """
-
-    kind = "empirical Fisher"
-    _per_sample = True
-
-    def _init(self, objective, chunk):
-        batchnorm = nn.modules.batchnorm._BatchNorm
-        if objective.train_mode and any(isinstance(m, batchnorm) for m in objective.model.modules()):
-            raise InvalidInputError(
-                "the empirical Fisher needs per-sample gradients, which BatchNorm in train mode does not have "
-                "(it mixes the samples of a batch); use train_mode=False, or the Hessian/GGN operators"
-            )
-        super()._init(objective, chunk)
-
-    def sample_gradients(self, ctx) -> torch.Tensor:
-        """Per-sample gradients of batch ``ctx`` as columns, ``(P, n)``."""
-        primals = self.params.primals()
-        obj = self.objective
-
-        def sample_loss(params, x, y):
-            return obj.loss_fn(obj.forward(params, _unsqueeze(x)), _unsqueeze(y))
-
-        if self._vmap_ok:
-            try:
-                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="same")
-                grads = per_sample(primals, ctx.inputs, ctx.targets)
-                return self._flat_columns(grads)
-            except (RuntimeError, NotImplementedError):
-                self._vmap_ok = False
-        n = ctx.targets.shape[0]
-        cols = [self.params.flatten(grad(sample_loss)(primals, _index(ctx.inputs, i), ctx.targets[i]))
-                for i in range(n)]
-        return torch.stack(cols, dim=1)
-
-    def _prepare(self, ctx):
-        G = self.sample_gradients(ctx)
-        return lambda V: G @ (G.T @ V)
-
-    def to_dense(self) -> torch.Tensor:
-        P = self.params.numel
-        item = torch.empty((), dtype=self.dtype).element_size()
-        self._dense_check(P * P * item, f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
-        out = torch.zeros(P, P, dtype=self.dtype, device=self.device)
-
-        def contribution(ctx, acc, w):
-            G = self.sample_gradients(ctx)
-            acc.addmm_(G, G.T, alpha=w)
-
-        return self.objective.accumulate(contribution, out, per_sample=True, desc="dense empirical Fisher")
-
-    def diagonal(self) -> torch.Tensor:
-        out = torch.zeros(self.params.numel, dtype=self.dtype, device=self.device)
-
-        def contribution(ctx, acc, w):
-            acc.add_(self.sample_gradients(ctx).square().sum(1), alpha=w)
-
-        return self.objective.accumulate(contribution, out, per_sample=True, desc="empirical Fisher diagonal")
-
-
-def _unsqueeze(x):
-    if isinstance(x, torch.Tensor):
-        return x.unsqueeze(0)
-    return type(x)(t.unsqueeze(0) for t in x)
-
-
-def _index(x, i):
-    if isinstance(x, torch.Tensor):
-        return x[i]
-    return type(x)(t[i] for t in x)

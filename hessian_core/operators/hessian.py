@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch.func import grad, jvp, vjp
 
+from ..arguments import check_choice
 from ..errors import InvalidInputError
-from .base import CurvatureOperator
+from .curvature import CurvatureOperator
 
 STRATEGIES = ("auto", "structured", "generic")
 
@@ -22,32 +23,47 @@ class HessianOperator(CurvatureOperator):
     on some torch losses (e.g. ``MSELoss``), and then the operator keeps to reverse-over-reverse.
 
     ``to_dense()`` and ``diagonal()`` pick a strategy (``strategy=``): ``"auto"`` (default) uses the
-    structured Linear-chain path of :mod:`hessian_core.structured` when the model allows it and the
-    generic chunked products otherwise; ``"generic"`` always uses the products; ``"structured"`` raises
-    :class:`~hessian_core.errors.InvalidInputError` when the structured path does not apply. The strategy
-    used last is in ``last_strategy``.
+    structured path of :mod:`hessian_core.structured` when the model allows it and the generic chunked
+    products otherwise; ``"generic"`` always uses the products; ``"structured"`` raises
+    :class:`~hessian_core.errors.InvalidInputError` when the structured path does not apply. :meth:`plan`
+    says which path applies to this model and why.
     """
 
     kind = "Hessian"
 
-    def __init__(self, model, loss_fn, data, *, strategy: str = "auto", chunk_size: int | None = None,
+    def __init__(self, model, loss_fn=None, data=None, *, strategy: str = "auto", chunk_size: int | None = None,
                  **objective_options):
         super().__init__(model, loss_fn, data, chunk_size=chunk_size, **objective_options)
-        self.strategy = _check_strategy(strategy)
+        self.strategy = check_choice(strategy, "strategy", STRATEGIES)
+        #: False once forward-over-reverse failed on this model (blocks then use reverse-over-reverse)
+        self.forward_over_reverse_ok = True
+        #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
+        self.last_strategy: str | None = None
 
-    @classmethod
-    def from_objective(cls, objective, chunk_size: int | None = None, strategy: str = "auto"):
-        op = super().from_objective(objective, chunk_size)
-        op.strategy = _check_strategy(strategy)
-        return op
+    def _options(self) -> dict:
+        return {**super()._options(), "strategy": self.strategy}
 
-    def with_params(self, params):
-        return type(self).from_objective(self.objective.with_params(params), self._chunk,
-                                         getattr(self, "strategy", "auto"))
+    def plan(self) -> dict:
+        from ..structured import dense_plan, diagonal_plan
+
+        o = self.objective
+        random = o.train_mode or o.validate().random
+        blocks = ("forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
+                  if self.forward_over_reverse_ok and not random else "reverse-over-reverse (vmapped double backward)")
+        dense, why_dense = dense_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
+        diag, why_diag = diagonal_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
+        return {
+            **super().plan(),
+            "products": {"one vector": "reverse-over-reverse (double backward)", "blocks": blocks},
+            "dense": ("structured: " if dense else "generic chunked products: ") + why_dense,
+            "diagonal": ("structured: " if diag else "generic unit-vector products: ") + why_diag,
+            "last dense or diagonal": self.last_strategy or "none yet",
+        }
 
     def _prepare(self, ctx):
         primals = self.params.primals()
         graph = []  # vjp of the gradient, built on first use (one forward and backward with graph)
+        random = self.objective.train_mode or self.objective.validate().random
 
         def reverse():  # called outside vmap, so the graph belongs to no vmap level
             if not graph:
@@ -58,17 +74,16 @@ class HessianOperator(CurvatureOperator):
             if V.shape[1] == 1:  # one vector (matvec): a plain double backward, no vmap overhead
                 tangent = tuple(t[..., 0] for t in self.params.unflatten(V))
                 return self.params.flatten(reverse()(tangent)[0])[:, None]
-            if getattr(self, "_forward_over_reverse_ok", True) and not self.objective.train_mode:
+            if self.forward_over_reverse_ok and not random:
                 # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions;
                 # where an op lacks forward-mode support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises
-                # and this operator stays with reverse-over-reverse. Not in train mode: each chunk reruns
-                # the forward, and dropout masks must stay those of the one reverse-mode graph.
+                # and this operator stays with reverse-over-reverse. Not for random forwards: each chunk
+                # reruns the forward, and the draws must stay those of the one reverse-mode graph.
                 try:
                     return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
                 except (RuntimeError, NotImplementedError):
-                    # (Objective.forward has already put the model's own parameters back.)
-                    self._forward_over_reverse_ok = False
-                    self._vmap_ok = True
+                    self.forward_over_reverse_ok = False
+                    self.vmap_ok = True
             vjp_fn = reverse()
             return self._batched(lambda t: vjp_fn(t)[0], V)
 
@@ -76,11 +91,10 @@ class HessianOperator(CurvatureOperator):
 
     # -- dense results: structured when possible -----------------------------------------------------
     def _structured(self, fn, what: str):
-        strategy = getattr(self, "strategy", "auto")
-        if strategy == "generic":
+        if self.strategy == "generic":
             return None
         result = fn(self.objective)
-        if result is None and strategy == "structured":
+        if result is None and self.strategy == "structured":
             raise InvalidInputError(
                 f"strategy='structured': the {what} of this model cannot use the structured path (it needs an "
                 "nn.Sequential of Linear layers -- for the diagonal also conv and pooling layers -- with "
@@ -93,12 +107,14 @@ class HessianOperator(CurvatureOperator):
         chains, else chunked vmapped products; memory checked against the budget either way."""
         from ..structured import structured_dense
 
-        P = self.params.numel
-        self._dense_check(P * P * torch.empty((), dtype=self.dtype).element_size(),
-                          f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
+        P = self.size
+        self._dense_check(P * P * self.itemsize, f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
         H = self._structured(structured_dense, "dense Hessian")
-        self.last_strategy = "structured" if H is not None else "generic"
-        return H if H is not None else super().to_dense()
+        self.last_strategy = "generic" if H is None else "structured"
+        if H is None:
+            return super().to_dense()
+        self.num_matvecs += P
+        return H
 
     def diagonal(self) -> torch.Tensor:
         """Exact diagonal ``(P,)``: one Hessian backpropagation per batch for Linear chains and Sequentials
@@ -106,11 +122,8 @@ class HessianOperator(CurvatureOperator):
         from ..structured import structured_diagonal
 
         d = self._structured(structured_diagonal, "Hessian diagonal")
-        self.last_strategy = "structured" if d is not None else "generic"
-        return d if d is not None else super().diagonal()
-
-
-def _check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise InvalidInputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    return strategy
+        self.last_strategy = "generic" if d is None else "structured"
+        if d is None:
+            return super().diagonal()
+        self.num_matvecs += self.size
+        return d

@@ -6,8 +6,8 @@ the loss; see ``docs/newton.md``.
 """
 
 from .base import CurvatureOptimizer
+from .dense_newton import Newton
 from .hessian_free import HessianFree
-from .newton import Newton
 from .newton_cg import NewtonCG
 
 __all__ = ["Newton", "NewtonCG", "HessianFree", "CurvatureOptimizer"]

@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..closure import evaluate_closure
 from ..errors import InvalidInputError
+from ..finite import check_finite
 from ..memory import resolve_budget
-from ..objective import check_finite
-from ..operators.closure import evaluate_closure, spec_of
-from ..params import ParamSpec
+from ..params import ParamSpec, spec_of
 
 
 class CurvatureOptimizer(torch.optim.Optimizer):

@@ -8,9 +8,8 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InvalidInputError, NonFiniteError
-from ..operators import GGNOperator
-from ..operators.closure import ClosureHessianOperator, spec_of
-from ..params import ParamSpec
+from ..operators import ClosureHessianOperator, GGNOperator
+from ..params import ParamSpec, spec_of
 from .base import CurvatureOptimizer
 from .cg import martens_cg
 from .damping import LevenbergMarquardt, gain_ratio

@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from ..errors import InvalidInputError, NonFiniteError
-from ..operators.closure import ClosureHessianOperator
+from ..operators import ClosureHessianOperator
 from .base import CurvatureOptimizer
 from .cg import steihaug_cg
 from .damping import gain_ratio

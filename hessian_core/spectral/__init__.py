@@ -1,20 +1,18 @@
-"""Spectral analysis of curvature operators: extreme eigenpairs, trace, diagonal, density, matrix functions.
+"""Spectral analysis of symmetric operators: extreme eigenpairs, trace, diagonal, density, matrix functions.
 
-Every routine takes a core :class:`~hessian_core.operators.CurvatureOperator`, a dense torch tensor,
-a numpy array or a scipy ``LinearOperator`` (see :func:`as_operator`), draws its randomness from
-``seed`` (see :mod:`._random`) and reports the number of operator-vector products it used.
+Every routine takes a :class:`~hessian_core.operators.LinearOperator` (a curvature operator, a composition
+of them) or anything :func:`~hessian_core.operators.as_operator` accepts (a dense torch tensor, a numpy
+array, a scipy ``LinearOperator``), keeps to the operator's memory budget, draws its randomness from
+``seed`` (see :mod:`.probes`) and reports the number of operator-vector products it used.
 """
 
-from ._adapt import SpectralOperator, as_operator
 from .density import SpectralDensity, spectral_density
-from .diagonal import DiagonalResult, diagonal_estimate
-from .eigsh import EigenResult, eigsh
+from .diagonal_estimators import DiagonalResult, diagonal_estimate
+from .lanczos import EigenResult, eigsh
 from .matrix_functions import ConditionResult, LogdetResult, condition_number, logdet, trace_function
-from .trace import TraceResult, trace
+from .trace_estimators import TraceResult, trace
 
 __all__ = [
-    "as_operator",
-    "SpectralOperator",
     "eigsh",
     "EigenResult",
     "trace",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidInputError
-from ._adapt import as_operator
+from ..operators.base import counting_view
 from .quadrature import Quadrature, slq
 
 
@@ -77,38 +77,40 @@ def spectral_density(
     Returns:
         :class:`SpectralDensity`.
     """
-    A = as_operator(op)
-    quad = slq(A, num_probes, num_iters, seed, reorth, progress)
-    nodes = quad.nodes.to(torch.float64)
-    weights = quad.weights.to(torch.float64) / num_probes
-    if not log:
-        lo, hi = float(nodes.min()), float(nodes.max())
-        sigma = _sigma(sigma, hi - lo, max(abs(lo), abs(hi)))
-        g = _grid(grid, lo - 5 * sigma, hi + 5 * sigma, num_points, log=False)
-        return SpectralDensity(g, _smooth(g, nodes, weights, sigma), sigma, False, quad, quad.num_matvecs)
-    top = float(nodes.abs().max())
-    cut = floor * top
-    big = nodes.abs() > cut
-    if not bool(big.any()):
-        raise InvalidInputError(f"every quadrature node is within floor={floor:g} of zero: the log density is empty")
-    u = torch.log10(nodes.abs()[big])
-    w = weights[big]
-    positive = nodes[big] > 0
-    lo, hi = float(u.min()), float(u.max())
-    sigma = _sigma(sigma, hi - lo, 1.0)
-    g = _grid(grid, 10 ** (lo - 5 * sigma), 10 ** (hi + 5 * sigma), num_points, log=True)
-    ug = torch.log10(g)
-    return SpectralDensity(
-        g,
-        _smooth(ug, u[positive], w[positive], sigma),
-        sigma,
-        True,
-        quad,
-        quad.num_matvecs,
-        density_negative=_smooth(ug, u[~positive], w[~positive], sigma),
-        mass_near_zero=float(weights[~big].sum()),
-        floor=cut,
-    )
+    A = counting_view(op)
+    with A.reuse():
+        quad = slq(A, num_probes, num_iters, seed, reorth, progress)
+        nodes = quad.nodes.to(torch.float64)
+        weights = quad.weights.to(torch.float64) / num_probes
+        if not log:
+            lo, hi = float(nodes.min()), float(nodes.max())
+            sigma = _sigma(sigma, hi - lo, max(abs(lo), abs(hi)))
+            g = _grid(grid, lo - 5 * sigma, hi + 5 * sigma, num_points, log=False)
+            return SpectralDensity(g, _smooth(g, nodes, weights, sigma), sigma, False, quad, quad.num_matvecs)
+        top = float(nodes.abs().max())
+        cut = floor * top
+        big = nodes.abs() > cut
+        if not bool(big.any()):
+            raise InvalidInputError(
+                f"every quadrature node is within floor={floor:g} of zero: the log density is empty")
+        u = torch.log10(nodes.abs()[big])
+        w = weights[big]
+        positive = nodes[big] > 0
+        lo, hi = float(u.min()), float(u.max())
+        sigma = _sigma(sigma, hi - lo, 1.0)
+        g = _grid(grid, 10 ** (lo - 5 * sigma), 10 ** (hi + 5 * sigma), num_points, log=True)
+        ug = torch.log10(g)
+        return SpectralDensity(
+            g,
+            _smooth(ug, u[positive], w[positive], sigma),
+            sigma,
+            True,
+            quad,
+            quad.num_matvecs,
+            density_negative=_smooth(ug, u[~positive], w[~positive], sigma),
+            mass_near_zero=float(weights[~big].sum()),
+            floor=cut,
+        )
 
 
 def _sigma(sigma, width: float, size: float) -> float:

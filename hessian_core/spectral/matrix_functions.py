@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._adapt import as_operator
-from .eigsh import EigenResult, eigsh
+from ..operators.base import counting_view
+from .lanczos import EigenResult, eigsh
 from .quadrature import slq
 
 
@@ -86,30 +86,30 @@ def condition_number(
         rtol: eigenvalues smaller than ``rtol * max |lambda|`` count as zero (default ``sqrt(eps)``).
         tol, seed, max_matvecs, progress: passed to :func:`eigsh`.
     """
-    A = as_operator(op)
-    eps = torch.finfo(A.dtype).eps
-    rtol = eps**0.5 if rtol is None else float(rtol)
-    k = 2 if A.size > 1 else 1
-    eig = eigsh(A, k=k, which="BE", tol=tol, seed=seed, max_matvecs=max_matvecs, progress=progress)
-    A.num_matvecs += eig.num_matvecs
-    lo, hi = float(eig.values[0]), float(eig.values[-1])
-    r_lo, r_hi = float(eig.residuals[0]), float(eig.residuals[-1])
-    kind = _definiteness(lo, r_lo, hi, r_hi, rtol)
-    if kind == "positive":
-        return ConditionResult(hi / lo, lo, hi, None, eig, eig.num_matvecs)
-    if kind == "negative":
-        return ConditionResult(lo / hi, lo, hi, None, eig, eig.num_matvecs)
-    if kind == "singular":
+    A = counting_view(op)
+    with A.reuse():
+        eps = torch.finfo(A.dtype).eps
+        rtol = eps**0.5 if rtol is None else float(rtol)
+        k = 2 if A.size > 1 else 1
+        eig = eigsh(A, k=k, which="BE", tol=tol, seed=seed, max_matvecs=max_matvecs, progress=progress)
+        lo, hi = float(eig.values[0]), float(eig.values[-1])
+        r_lo, r_hi = float(eig.residuals[0]), float(eig.residuals[-1])
+        kind = _definiteness(lo, r_lo, hi, r_hi, rtol)
+        if kind == "positive":
+            return ConditionResult(hi / lo, lo, hi, None, eig, eig.num_matvecs)
+        if kind == "negative":
+            return ConditionResult(lo / hi, lo, hi, None, eig, eig.num_matvecs)
+        if kind == "singular":
+            reason = (
+                f"singular: an extreme eigenvalue ({lo:.3g} or {hi:.3g}) is zero within its error bound "
+                f"or rtol={rtol:g} times the largest |eigenvalue|"
+            )
+            return ConditionResult(math.inf, lo, hi, reason, eig, eig.num_matvecs)
         reason = (
-            f"singular: an extreme eigenvalue ({lo:.3g} or {hi:.3g}) is zero within its error bound "
-            f"or rtol={rtol:g} times the largest |eigenvalue|"
+            f"indefinite: eigenvalues {lo:.6g} < 0 < {hi:.6g}; the condition number needs the smallest "
+            "|eigenvalue|, an interior one, which is not estimated (consider the GGN, which is PSD)"
         )
-        return ConditionResult(math.inf, lo, hi, reason, eig, eig.num_matvecs)
-    reason = (
-        f"indefinite: eigenvalues {lo:.6g} < 0 < {hi:.6g}; the condition number needs the smallest "
-        "|eigenvalue|, an interior one, which is not estimated (consider the GGN, which is PSD)"
-    )
-    return ConditionResult(math.nan, lo, hi, reason, eig, eig.num_matvecs)
+        return ConditionResult(math.nan, lo, hi, reason, eig, eig.num_matvecs)
 
 
 def trace_function(
@@ -123,9 +123,10 @@ def trace_function(
 ) -> tuple[float, float, int]:
     """``tr f(A)`` by SLQ: ``(estimate, standard error, products)``. ``f`` maps a tensor of eigenvalues
     to values elementwise; Rademacher probes make the estimate unbiased up to the quadrature error."""
-    A = as_operator(op)
-    quad = slq(A, num_probes, num_iters, seed, reorth, progress)
-    return (*_trace_of(quad, f, A.size), quad.num_matvecs)
+    A = counting_view(op)
+    with A.reuse():
+        quad = slq(A, num_probes, num_iters, seed, reorth, progress)
+        return (*_trace_of(quad, f, A.size), quad.num_matvecs)
 
 
 def _trace_of(quad, f, P: int) -> tuple[float, float]:
@@ -158,29 +159,29 @@ def logdet(
         num_probes, num_iters: SLQ probes and Lanczos steps per probe.
         rtol: eigenvalues below ``rtol * lambda_max`` count as zero (default ``sqrt(eps)``).
     """
-    A = as_operator(op)
-    eps = torch.finfo(A.dtype).eps
-    rtol = eps**0.5 if rtol is None else float(rtol)
-    lam_min = None
-    if check:
-        with warnings.catch_warnings():  # only the error bound matters here, not convergence to tol
-            warnings.simplefilter("ignore", RuntimeWarning)
-            eig = eigsh(A, k=1, which="SA", tol=1e-3, seed=seed, progress=progress)
-        A.num_matvecs += eig.num_matvecs
-        lam_min, r = float(eig.values[0]), float(eig.residuals[0])
-        if lam_min - r <= rtol * eig.norm_estimate:
-            if lam_min < -rtol * eig.norm_estimate:  # a Rayleigh quotient: lambda_min <= lam_min < 0
-                reason = f"indefinite: lambda_min = {lam_min:.6g} < 0, log det of a real matrix is undefined here"
-                return LogdetResult(math.nan, math.nan, reason, lam_min, A.num_matvecs)
-            reason = f"singular: lambda_min = {lam_min:.3g} is zero within its error bound {r:.2g}"
-            return LogdetResult(-math.inf, math.nan, reason, lam_min, A.num_matvecs)
-    quad = slq(A, num_probes, num_iters, seed, reorth, progress)
-    smallest = float(quad.nodes.min())
-    if smallest <= rtol * float(quad.nodes.abs().max()):
-        reason = (
-            f"not positive definite: a Lanczos node is {smallest:.3g}, so lambda_min <= {smallest:.3g}; "
-            "log det is undefined (or -inf) there"
-        )
-        return LogdetResult(math.nan, math.nan, reason, smallest, A.num_matvecs)
-    value, err = _trace_of(quad, torch.log, A.size)
-    return LogdetResult(value, err, None, lam_min, A.num_matvecs)
+    A = counting_view(op)
+    with A.reuse():
+        eps = torch.finfo(A.dtype).eps
+        rtol = eps**0.5 if rtol is None else float(rtol)
+        lam_min = None
+        if check:
+            with warnings.catch_warnings():  # only the error bound matters here, not convergence to tol
+                warnings.simplefilter("ignore", RuntimeWarning)
+                eig = eigsh(A, k=1, which="SA", tol=1e-3, seed=seed, progress=progress)
+                lam_min, r = float(eig.values[0]), float(eig.residuals[0])
+            if lam_min - r <= rtol * eig.norm_estimate:
+                if lam_min < -rtol * eig.norm_estimate:  # a Rayleigh quotient: lambda_min <= lam_min < 0
+                    reason = f"indefinite: lambda_min = {lam_min:.6g} < 0, log det of a real matrix is undefined here"
+                    return LogdetResult(math.nan, math.nan, reason, lam_min, A.num_matvecs)
+                reason = f"singular: lambda_min = {lam_min:.3g} is zero within its error bound {r:.2g}"
+                return LogdetResult(-math.inf, math.nan, reason, lam_min, A.num_matvecs)
+        quad = slq(A, num_probes, num_iters, seed, reorth, progress)
+        smallest = float(quad.nodes.min())
+        if smallest <= rtol * float(quad.nodes.abs().max()):
+            reason = (
+                f"not positive definite: a Lanczos node is {smallest:.3g}, so lambda_min <= {smallest:.3g}; "
+                "log det is undefined (or -inf) there"
+            )
+            return LogdetResult(math.nan, math.nan, reason, smallest, A.num_matvecs)
+        value, err = _trace_of(quad, torch.log, A.size)
+        return LogdetResult(value, err, None, lam_min, A.num_matvecs)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..arguments import check_int
 from ..errors import InvalidInputError
-from ._adapt import SpectralOperator, check_int
-from ._random import generator, probes
+from ..operators.base import LinearOperator
+from .probes import generator, probes
 
 REORTH = ("full", "none")
 
@@ -44,7 +45,7 @@ class Quadrature:
 
 
 def slq(
-    A: SpectralOperator,
+    A: LinearOperator,
     num_probes: int,
     num_iters: int,
     seed: int | None,
@@ -60,7 +61,7 @@ def slq(
     P = A.size
     m = min(num_iters, P)
     kept = (m + 1) if reorth == "full" else 3
-    per_probe = (kept + 2) * P * A.itemsize()
+    per_probe = (kept + 2) * P * A.itemsize
     budget = A.budget if A.budget is not None else 2**62
     in_flight = max(1, min(num_probes, budget // per_probe))
     A.check_fits(
@@ -86,7 +87,7 @@ def slq(
     return Quadrature(torch.cat(nodes), torch.cat(weights), torch.cat(owner), num_probes, A.num_matvecs)
 
 
-def _lanczos_columns(A: SpectralOperator, Z: torch.Tensor, m: int, full: bool, bar):
+def _lanczos_columns(A: LinearOperator, Z: torch.Tensor, m: int, full: bool, bar):
     """Independent Lanczos recurrences from the columns of ``Z`` (P, c). Returns ``alphas`` (m, c),
     ``betas`` (m, c) and ``lengths`` (c,) (steps done before the column's Krylov space became invariant)."""
     P, c = Z.shape

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
-from .batch import ChainBatch
 from .chain import NotApplicable, parse_chain
-from .dense import add_batch_hessian, mirror_lower_blocks
-from .diagonal import add_batch_diagonal
-from .factored import add_batch_diagonal as add_factored_diagonal
-from .factored import parse_modules
+from .chain_batch import ChainBatch
+from .chain_dense import add_batch_hessian, mirror_lower_blocks
+from .chain_diagonal import add_batch_diagonal
+from .factored_diagonal import add_batch_diagonal as add_factored_diagonal
+from .factored_diagonal import parse_modules
 
 #: temporaries may always use this much, however small the result (rows are chunked below it)
 MIN_WORK_BYTES = 2**20
@@ -54,6 +54,26 @@ def _accumulate_or_none(objective, contribution, out, desc: str):
     return None if distributed.any_rank(objective, bool(failed)) else out
 
 
+def dense_plan(objective) -> tuple[bool, str]:
+    """Whether :func:`structured_dense` applies to this model (``True``, and why), from its structure; the
+    loss is checked on every batch (a sum of per-sample terms), falling back exactly when it is not."""
+    if parse_chain(objective) is None:
+        return False, ("the model is not an nn.Sequential chain of nn.Linear layers and elementwise activations "
+                       "(with every differentiated parameter in it, untied, without hooks)")
+    return True, "a Linear chain: Kronecker-structured blocks, one GEMM per pair of layers (if the loss is a sum of " \
+                 "per-sample terms on every batch)"
+
+
+def diagonal_plan(objective) -> tuple[bool, str]:
+    """Whether :func:`structured_diagonal` applies to this model, and why (see :func:`dense_plan`)."""
+    if parse_chain(objective) is not None:
+        return True, "a Linear chain: Hessian backpropagation to each layer (if the loss is a sum of per-sample terms)"
+    if parse_modules(objective) is not None:
+        return True, ("a Sequential of Linear/conv/pooling layers and elementwise activations: backpropagated "
+                      "square-root factors (if the loss is a sum of per-sample terms)")
+    return False, "the model is neither a Linear chain nor a Sequential of Linear/conv/pooling/elementwise modules"
+
+
 def structured_dense(objective) -> torch.Tensor | None:
     """Exact dense Hessian ``(P, P)`` of a Linear chain, or ``None`` if the structured path does not apply.
 
@@ -84,7 +104,7 @@ def structured_dense(objective) -> torch.Tensor | None:
 
 def structured_diagonal(objective) -> torch.Tensor | None:
     """Exact Hessian diagonal ``(P,)`` of a Linear chain (Hessian backpropagation), of a Sequential with
-    convolutions (square-root factors, :mod:`.factored`), or ``None`` if neither applies."""
+    convolutions (square-root factors, :mod:`.factored_diagonal`), or ``None`` if neither applies."""
     chain = parse_chain(objective)
     if chain is None:
         return _factored_diagonal(objective)

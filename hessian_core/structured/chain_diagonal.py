@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .batch import SampleSlice
 from .chain import Chain
+from .chain_batch import SampleSlice
 
 
 def add_batch_diagonal(out: torch.Tensor, spec, chain: Chain, batch: SampleSlice, weight: float) -> None:

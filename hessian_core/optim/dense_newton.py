@@ -8,10 +8,10 @@ import warnings
 import torch
 
 from ..errors import InvalidInputError
-from ..operators.closure import ClosureHessianOperator
+from ..operators import ClosureHessianOperator
 from .base import CurvatureOptimizer
 from .damping import LevenbergMarquardt, gain_ratio
-from .linalg import check_dense_solve_fits, newton_direction, quadratic_change
+from .dense_solve import check_dense_solve_fits, newton_direction, quadratic_change
 
 
 class Newton(CurvatureOptimizer):
@@ -36,7 +36,7 @@ class Newton(CurvatureOptimizer):
     products, batched). Returns the loss before the step, as ``torch.optim`` does.
 
     Indefinite ``H + lambda I``: the step is solved with a shifted matrix (see
-    :func:`~hessian_core.optim.linalg.newton_direction`), so it is always a descent direction. Costs per
+    :func:`~hessian_core.optim.dense_solve.newton_direction`), so it is always a descent direction. Costs per
     step: one closure evaluation with double backward, ``P`` products, one ``O(P^3)`` factorization, plus one
     closure evaluation per trial with ``adaptive_damping``. ``state['last']`` records the method, damping,
     gain ratio and smallest eigenvalue (when computed).

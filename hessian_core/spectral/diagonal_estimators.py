@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arguments import check_int
 from ..errors import InvalidInputError
-from ._adapt import SpectralOperator, as_operator, check_int
-from ._random import generator, probes
-from .trace import exchangeable_sketch, probe_block
+from ..operators.base import LinearOperator, counting_view
+from .probes import generator, probes
+from .trace_estimators import exchangeable_sketch, probe_block
 
 DIAGONAL_METHODS = ("hutchinson", "xdiag")
 
@@ -50,30 +51,32 @@ def diagonal_estimate(op, num_matvecs: int = 100, method: str = "xdiag", seed: i
     Returns:
         :class:`DiagonalResult`.
     """
-    A = as_operator(op)
-    gen = generator(seed, A.device)
-    unflatten = A.unflatten if A.params is not None else None
-    if method == "hutchinson":
-        m = check_int(num_matvecs, "num_matvecs")
-        total = torch.zeros(A.size, dtype=A.dtype, device=A.device)
-        total_sq = torch.zeros_like(total)
-        step = probe_block(A, m)
-        for a in range(0, m, step):
-            Z = probes(gen, (A.size, min(step, m - a)), A.dtype, A.device)
-            d = Z * A.matmat(Z)
-            total += d.sum(1)
-            total_sq += d.square().sum(1)
-        mean = total / m
-        var = (total_sq / m - mean.square()).clamp_min(0) * (m / (m - 1)) if m > 1 else torch.full_like(mean, math.inf)
-        return DiagonalResult(mean, (var / m).sqrt(), A.num_matvecs, method, unflatten)
-    if method == "xdiag":
-        m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xdiag (each probe is used twice)")
-        est, err = _xdiag(A, m // 2, gen)
-        return DiagonalResult(est, err, A.num_matvecs, method, unflatten)
-    raise InvalidInputError(f"method must be one of {DIAGONAL_METHODS}, got {method!r}")
+    A = counting_view(op)
+    with A.reuse():
+        gen = generator(seed, A.device)
+        unflatten = A.unflatten if A.params is not None else None
+        if method == "hutchinson":
+            m = check_int(num_matvecs, "num_matvecs")
+            total = torch.zeros(A.size, dtype=A.dtype, device=A.device)
+            total_sq = torch.zeros_like(total)
+            step = probe_block(A, m)
+            for a in range(0, m, step):
+                Z = probes(gen, (A.size, min(step, m - a)), A.dtype, A.device)
+                d = Z * A.matmat(Z)
+                total += d.sum(1)
+                total_sq += d.square().sum(1)
+            mean = total / m
+            var = ((total_sq / m - mean.square()).clamp_min(0) * (m / (m - 1)) if m > 1
+                   else torch.full_like(mean, math.inf))
+            return DiagonalResult(mean, (var / m).sqrt(), A.num_matvecs, method, unflatten)
+        if method == "xdiag":
+            m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xdiag (each probe is used twice)")
+            est, err = _xdiag(A, m // 2, gen)
+            return DiagonalResult(est, err, A.num_matvecs, method, unflatten)
+        raise InvalidInputError(f"method must be one of {DIAGONAL_METHODS}, got {method!r}")
 
 
-def _xdiag(A: SpectralOperator, s: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+def _xdiag(A: LinearOperator, s: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
     sk = exchangeable_sketch(A, s, gen)
     W, AW, Q, S = sk.W, sk.AW, sk.Q, sk.S
     QtA = sk.AQ.T  # (A Q)^T = Q^T A, A symmetric

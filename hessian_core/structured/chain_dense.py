@@ -1,7 +1,7 @@
 """Exact dense Hessian (and its diagonal blocks) of a Linear chain from Kronecker-structured Jacobians.
 
 For layers ``l >= m`` the block of the batch Hessian with rows ``theta_l = [W_l | b_l]`` and columns
-``theta_m`` is (per sample ``n``, summed; ``z~ = [z, 1]``; see :mod:`.batch` for the notation)::
+``theta_m`` is (per sample ``n``, summed; ``z~ = [z, 1]``; see :mod:`.chain_batch` for the notation)::
 
     H_lm[(i,a),(j,b)] = sum_n T_n[i,a,j] * z~_{m-1,n}[b]
     T_n[i,a,j] = (Ha_l A_{l<-m})[i,j] * z~_{l-1}[a]  +  [l > m] delta_l[i] * K_{l,m}[a,j]
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .batch import SampleSlice
 from .chain import Chain
+from .chain_batch import SampleSlice
 
 
 def _layer_slots(spec, layer):

@@ -1,7 +1,7 @@
 """Stochastic trace estimators: Hutchinson, Hutch++ (Meyer et al. 2021), XTrace (Epperly et al. 2024).
 
 All use exactly ``num_matvecs`` products with the operator (blocks of probes through ``matmat``) and
-Rademacher probes from :mod:`._random`.
+Rademacher probes from :mod:`.probes`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arguments import check_int
 from ..errors import InvalidInputError
-from ._adapt import SpectralOperator, as_operator, check_int
-from ._random import generator, probes
+from ..operators.base import LinearOperator, counting_view
+from .probes import generator, probes
 
 TRACE_METHODS = ("hutchinson", "hutch++", "xtrace")
 
@@ -38,14 +39,14 @@ class TraceResult:
         )
 
 
-def probe_block(A: SpectralOperator, columns: int) -> int:
+def probe_block(A: LinearOperator, columns: int) -> int:
     """How many probes to push through one ``matmat``: all of them, or what 1/4 of the budget holds."""
-    per_col = 4 * A.size * A.itemsize()
+    per_col = 4 * A.size * A.itemsize
     budget = A.budget if A.budget is not None else 2**62
     return max(1, min(columns, budget // 4 // per_col))
 
 
-def hutchinson_samples(A: SpectralOperator, count: int, gen, project=None, distribution="rademacher") -> torch.Tensor:
+def hutchinson_samples(A: LinearOperator, count: int, gen, project=None, distribution="rademacher") -> torch.Tensor:
     """``count`` samples ``z^T (A) z`` (or ``z^T M A M z`` with ``M = project``), in blocks of probes."""
     out = []
     step = probe_block(A, count)
@@ -79,18 +80,19 @@ def trace(
     Returns:
         :class:`TraceResult` (``float(result)`` is the estimate).
     """
-    A = as_operator(op)
-    gen = generator(seed, A.device)
-    if method == "hutchinson":
-        m = check_int(num_matvecs, "num_matvecs")
-        s = hutchinson_samples(A, m, gen, distribution=distribution)
-        return TraceResult(float(s.mean()), _stderr(s), A.num_matvecs, method)
-    if method == "hutch++":
-        return _hutchpp(A, check_int(num_matvecs, "num_matvecs", 3, why=" for hutch++"), gen, distribution)
-    if method == "xtrace":
-        m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xtrace (each probe is used twice)")
-        return _xtrace(A, m // 2, gen, distribution)
-    raise InvalidInputError(f"method must be one of {TRACE_METHODS}, got {method!r}")
+    A = counting_view(op)
+    with A.reuse():
+        gen = generator(seed, A.device)
+        if method == "hutchinson":
+            m = check_int(num_matvecs, "num_matvecs")
+            s = hutchinson_samples(A, m, gen, distribution=distribution)
+            return TraceResult(float(s.mean()), _stderr(s), A.num_matvecs, method)
+        if method == "hutch++":
+            return _hutchpp(A, check_int(num_matvecs, "num_matvecs", 3, why=" for hutch++"), gen, distribution)
+        if method == "xtrace":
+            m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xtrace (each probe is used twice)")
+            return _xtrace(A, m // 2, gen, distribution)
+        raise InvalidInputError(f"method must be one of {TRACE_METHODS}, got {method!r}")
 
 
 def _stderr(samples: torch.Tensor) -> float:
@@ -98,14 +100,14 @@ def _stderr(samples: torch.Tensor) -> float:
     return float(samples.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("inf")
 
 
-def sketch_basis(A: SpectralOperator, s: int, gen, distribution) -> tuple[torch.Tensor, torch.Tensor]:
+def sketch_basis(A: LinearOperator, s: int, gen, distribution) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal ``Q`` (P, min(s, P)) of the range of ``A S`` for ``s`` random probes, and ``S``."""
     S = probes(gen, (A.size, s), A.dtype, A.device, distribution)
     Q, _ = torch.linalg.qr(A.matmat(S))
     return Q[:, : min(s, A.size)], S
 
 
-def _hutchpp(A: SpectralOperator, m: int, gen, distribution) -> TraceResult:
+def _hutchpp(A: LinearOperator, m: int, gen, distribution) -> TraceResult:
     s = m // 3
     Q, _ = sketch_basis(A, s, gen, distribution)
     exact = float((Q * A.matmat(Q)).sum())
@@ -130,7 +132,7 @@ class ExchangeableSketch:
     S: torch.Tensor | None
 
 
-def exchangeable_sketch(A: SpectralOperator, s: int, gen, distribution: str = "rademacher") -> ExchangeableSketch:
+def exchangeable_sketch(A: LinearOperator, s: int, gen, distribution: str = "rademacher") -> ExchangeableSketch:
     """``2 s`` products: ``A W`` and ``A Q``."""
     W = probes(gen, (A.size, s), A.dtype, A.device, distribution)
     AW = A.matmat(W)
@@ -143,7 +145,7 @@ def exchangeable_sketch(A: SpectralOperator, s: int, gen, distribution: str = "r
     return ExchangeableSketch(W, AW, Q, AQ, S)
 
 
-def _xtrace(A: SpectralOperator, s: int, gen, distribution) -> TraceResult:
+def _xtrace(A: LinearOperator, s: int, gen, distribution) -> TraceResult:
     """XTrace with ``s`` probes (``2 s`` products)."""
     sk = exchangeable_sketch(A, s, gen, distribution)
     W, AW, Q, AQ, S = sk.W, sk.AW, sk.Q, sk.AQ, sk.S

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
-from .batch import elementwise_derivatives, output_derivatives
 from .chain import NotApplicable, _elementwise, _flatten_ok, _has_hooks, sequential_modules
+from .chain_batch import elementwise_derivatives, output_derivatives
 
 PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_MAPS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._random import probes
+from .probes import probes
 
 
 def project_out(W: torch.Tensor, V: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -10,7 +10,7 @@ from .errors import InvalidInputError, NonFiniteError
 from .objective import Objective
 from .operators import HessianOperator
 from .optim.cg import steihaug_cg
-from .optim.linalg import check_dense_solve_fits, newton_direction, quadratic_change
+from .optim.dense_solve import check_dense_solve_fits, newton_direction, quadratic_change
 
 
 @dataclass
@@ -52,7 +52,7 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
         lr: step scale; 1 is the full step (it minimizes a quadratic loss exactly).
         damping: ``lambda >= 0`` added to the Hessian's diagonal.
         method: ``"dense"``: the exact ``P x P`` Hessian (memory-budget checked), Cholesky, or the shifted
-            / saddle-free solve when indefinite (see :func:`hessian_core.optim.linalg.newton_direction`).
+            / saddle-free solve when indefinite (see :func:`hessian_core.optim.dense_solve.newton_direction`).
             ``"cg"``: matrix-free truncated CG on Hessian-vector products (Steihaug within ``radius`` when
             given), stopping at negative curvature.
         saddle_free: dense only: solve with ``|H|`` instead of ``H``.
@@ -71,7 +71,7 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
     if not lr > 0 or not damping >= 0:
         raise InvalidInputError(f"need lr > 0 and damping >= 0, got lr={lr}, damping={damping}")
     objective = Objective(model, loss_fn, data, **options)
-    op = HessianOperator.from_objective(objective)
+    op = HessianOperator(objective)
     spec = objective.params
     loss, g = objective.value_and_grad()
     if method == "dense":

@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
-from ._adapt import as_operator
-from ._linalg import orthonormalize, project_out
-from ._random import generator, probes
+from ..operators.base import counting_view
+from .orthogonalize import orthonormalize, project_out
+from .probes import generator, probes
 
 WHICH = ("LA", "SA", "LM", "BE")
 
@@ -124,86 +124,87 @@ def eigsh(
     Returns:
         :class:`EigenResult`.
     """
-    A = as_operator(op)
-    P = A.size
-    if which not in WHICH:
-        raise InvalidInputError(f"which must be one of {WHICH}, got {which!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= P:
-        raise InvalidInputError(f"k must be an int with 1 <= k <= P = {P}, got {k!r}")
-    b = min(k, 4) if block_size is None else block_size
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-        raise InvalidInputError(f"block_size must be a positive int, got {block_size!r}")
-    eps = torch.finfo(A.dtype).eps
-    tol = eps**0.5 if tol is None else float(tol)
-    if not tol > 0:
-        raise InvalidInputError(f"tol must be > 0, got {tol}")
-    m = max(20, 2 * k + 2 * b, 12 * b) if ncv is None else int(ncv)
-    if m < k + 2 * b:  # a restart keeps k vectors and needs room for two blocks
-        raise InvalidInputError(f"ncv={m} must be at least k + 2 * block_size = {k + 2 * b}")
-    if max_matvecs is None:
-        max_matvecs = max(1000, 50 * m)
-    show = A.progress if progress is None else progress
-    gen = generator(seed, A.device)
-    if m + b >= P:
-        return _dense_eigsh(A, k, which, tol, eps)
+    A = counting_view(op)
+    with A.reuse():
+        P = A.size
+        if which not in WHICH:
+            raise InvalidInputError(f"which must be one of {WHICH}, got {which!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= P:
+            raise InvalidInputError(f"k must be an int with 1 <= k <= P = {P}, got {k!r}")
+        b = min(k, 4) if block_size is None else block_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise InvalidInputError(f"block_size must be a positive int, got {block_size!r}")
+        eps = torch.finfo(A.dtype).eps
+        tol = eps**0.5 if tol is None else float(tol)
+        if not tol > 0:
+            raise InvalidInputError(f"tol must be > 0, got {tol}")
+        m = max(20, 2 * k + 2 * b, 12 * b) if ncv is None else int(ncv)
+        if m < k + 2 * b:  # a restart keeps k vectors and needs room for two blocks
+            raise InvalidInputError(f"ncv={m} must be at least k + 2 * block_size = {k + 2 * b}")
+        if max_matvecs is None:
+            max_matvecs = max(1000, 50 * m)
+        show = A.progress if progress is None else progress
+        gen = generator(seed, A.device)
+        if m + b >= P:
+            return _dense_eigsh(A, k, which, tol, eps)
 
-    work = m + 2 * b + 2 * k  # basis, the block and its product, the eigenvectors and theirs
-    A.check_fits(work * P * A.itemsize(), f"the Lanczos work vectors ({work} of length {P})", "a smaller ncv")
-    V = torch.zeros(P, m, dtype=A.dtype, device=A.device)
-    H = torch.zeros(m, m, dtype=A.dtype, device=A.device)
-    if v0 is None:
-        X0 = probes(gen, (P, b), A.dtype, A.device, "gaussian")
-    else:
-        X0 = (A.params.as_flat(v0, "v0") if A.params is not None else torch.as_tensor(v0)).to(A.device, A.dtype)
-        X0 = X0.reshape(P, -1)
-        if X0.shape[1] != b:
-            raise InvalidInputError(f"v0 has {X0.shape[1]} columns, expected block_size = {b}")
-    V[:, :b], _ = orthonormalize(X0, None, gen)
-    n = b
-    norm_est = 0.0
-    bar = tqdm(
-        total=max_matvecs,
-        desc=f"eigsh {which}",
-        disable=(not show) if show is not None else None,
-        leave=False,
-    )
-    try:
-        while True:
-            W = A.matmat(V[:, n - b : n])
-            bar.update(b)
-            W, h = project_out(W, V[:, :n])
-            H[:n, n - b : n] = h
-            H[n - b : n, :n] = h.T
-            Q, R = orthonormalize(W, V[:, :n], gen)
-            theta, Y = torch.linalg.eigh((H[:n, :n] + H[:n, :n].T) / 2)
-            norm_est = max(norm_est, float(theta.abs().max()))
-            resid = torch.linalg.vector_norm(R @ Y[n - b : n], dim=0)
-            sel = select(theta, which, k)
-            done = bool((resid[sel] <= tol * norm_est).all())
-            if done or A.num_matvecs + b + k > max_matvecs:
-                break
-            if n + b > m:  # thick restart: keep p Ritz vectors and the coupling to the next block
-                p = min(n - b, max(k, (m + k) // 2))
-                keep = select(theta, which, p)
-                Yk = Y[:, keep]
-                V[:, :p] = V[:, :n] @ Yk
-                coupling = R @ Yk[n - b : n]
-                H.zero_()
-                H[:p, :p] = torch.diag(theta[keep])
-                H[p : p + b, :p] = coupling
-                H[:p, p : p + b] = coupling.T
-                n = p
-            else:
-                H[n : n + b, n - b : n] = R
-                H[n - b : n, n : n + b] = R.T
-            V[:, n : n + b] = Q
-            n += b
-        X = V[:, :n] @ Y[:, sel]
-        AX = A.matmat(X)
-        bar.update(k)
-    finally:
-        bar.close()
-    return _finish(A, theta[sel], X, AX, which, tol, eps, norm_est)
+        work = m + 2 * b + 2 * k  # basis, the block and its product, the eigenvectors and theirs
+        A.check_fits(work * P * A.itemsize, f"the Lanczos work vectors ({work} of length {P})", "a smaller ncv")
+        V = torch.zeros(P, m, dtype=A.dtype, device=A.device)
+        H = torch.zeros(m, m, dtype=A.dtype, device=A.device)
+        if v0 is None:
+            X0 = probes(gen, (P, b), A.dtype, A.device, "gaussian")
+        else:
+            X0 = (A.params.as_flat(v0, "v0") if A.params is not None else torch.as_tensor(v0)).to(A.device, A.dtype)
+            X0 = X0.reshape(P, -1)
+            if X0.shape[1] != b:
+                raise InvalidInputError(f"v0 has {X0.shape[1]} columns, expected block_size = {b}")
+        V[:, :b], _ = orthonormalize(X0, None, gen)
+        n = b
+        norm_est = 0.0
+        bar = tqdm(
+            total=max_matvecs,
+            desc=f"eigsh {which}",
+            disable=(not show) if show is not None else None,
+            leave=False,
+        )
+        try:
+            while True:
+                W = A.matmat(V[:, n - b : n])
+                bar.update(b)
+                W, h = project_out(W, V[:, :n])
+                H[:n, n - b : n] = h
+                H[n - b : n, :n] = h.T
+                Q, R = orthonormalize(W, V[:, :n], gen)
+                theta, Y = torch.linalg.eigh((H[:n, :n] + H[:n, :n].T) / 2)
+                norm_est = max(norm_est, float(theta.abs().max()))
+                resid = torch.linalg.vector_norm(R @ Y[n - b : n], dim=0)
+                sel = select(theta, which, k)
+                done = bool((resid[sel] <= tol * norm_est).all())
+                if done or A.num_matvecs + b + k > max_matvecs:
+                    break
+                if n + b > m:  # thick restart: keep p Ritz vectors and the coupling to the next block
+                    p = min(n - b, max(k, (m + k) // 2))
+                    keep = select(theta, which, p)
+                    Yk = Y[:, keep]
+                    V[:, :p] = V[:, :n] @ Yk
+                    coupling = R @ Yk[n - b : n]
+                    H.zero_()
+                    H[:p, :p] = torch.diag(theta[keep])
+                    H[p : p + b, :p] = coupling
+                    H[:p, p : p + b] = coupling.T
+                    n = p
+                else:
+                    H[n : n + b, n - b : n] = R
+                    H[n - b : n, n : n + b] = R.T
+                V[:, n : n + b] = Q
+                n += b
+            X = V[:, :n] @ Y[:, sel]
+            AX = A.matmat(X)
+            bar.update(k)
+        finally:
+            bar.close()
+        return _finish(A, theta[sel], X, AX, which, tol, eps, norm_est)
 
 
 def _finish(A, values, X, AX, which, tol, eps, norm_est) -> EigenResult:
@@ -235,7 +236,7 @@ def _finish(A, values, X, AX, which, tol, eps, norm_est) -> EigenResult:
 def _dense_eigsh(A, k, which, tol, eps) -> EigenResult:
     """Small problems (the Krylov basis would span everything): form the matrix with ``P`` products."""
     P = A.size
-    A.check_fits(2 * P * P * A.itemsize(), f"the dense {P} x {P} matrix", "eigsh with a smaller ncv")
+    A.check_fits(2 * P * P * A.itemsize, f"the dense {P} x {P} matrix", "eigsh with a smaller ncv")
     M = A.matmat(torch.eye(P, dtype=A.dtype, device=A.device))
     theta, Y = torch.linalg.eigh((M + M.T) / 2)
     sel = select(theta, which, k)

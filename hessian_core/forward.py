@@ -1,0 +1,79 @@
+"""Evaluating the user's model as a function of its parameters, without changing the model.
+
+* :func:`functional_forward`: ``model(*inputs)`` with some parameters replaced by given tensors
+  (``torch.func.functional_call``), every registered parameter and buffer put back afterwards, also when
+  the call raises (torch does not restore a module used twice, or one whose call a transform aborted).
+* :func:`model_mode`: the train/eval flag for the evaluation, every submodule's own flag restored.
+* :func:`rng_scope`: torch's global random stream fixed to a seed for one evaluation, then restored, so
+  that a model drawing random numbers in forward (dropout, noise) sees the same draws in every pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+def registered_tensors(model: nn.Module) -> list[tuple[dict, str, torch.Tensor | None]]:
+    """``(slots, name, tensor)`` of every registered parameter and buffer of every submodule: what
+    :func:`restore_tensors` puts back."""
+    out = []
+    for m in model.modules():
+        out += [(m._parameters, n, t) for n, t in m._parameters.items()]
+        out += [(m._buffers, n, t) for n, t in m._buffers.items()]
+    return out
+
+
+def restore_tensors(registered) -> None:
+    """Put back the tensor objects recorded by :func:`registered_tensors`."""
+    for slots, n, t in registered:
+        if slots.get(n) is not t:
+            slots[n] = t
+
+
+def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict | None = None):
+    """``model(*inputs)`` (or ``model(inputs)`` for one tensor) with the parameters ``names`` replaced by
+    ``params`` and every other parameter detached, so nothing links the result to the model's own tensors.
+
+    ``buffers``: tensors to use instead of the model's buffers, by name (copies, when the forward writes
+    into its buffers: train-mode BatchNorm's running statistics, observers, caches). Tied parameters are
+    listed once (canonical names) and stay tied.
+    """
+    tensors = {n: p.detach() for n, p in model.named_parameters()}
+    tensors.update(zip(names, params))
+    if buffers:
+        tensors.update(buffers)
+    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    registered = registered_tensors(model)
+    try:
+        return functional_call(model, tensors, args)
+    finally:
+        restore_tensors(registered)
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, train: bool):
+    """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(train)
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def rng_scope(seed: int | None, device: torch.device):
+    """Inside, torch's global generator (and the CUDA one of ``device``) starts from ``seed``; outside, its
+    state is as before. ``seed=None``: nothing is changed (no cost)."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,237 @@
+"""Curvature operators of an :class:`~hessian_core.objective.Objective`: a symmetric ``P x P`` matrix applied
+batch by batch and normalized globally.
+
+Subclasses implement :meth:`CurvatureOperator._prepare`: for one batch, a function ``apply(V)`` giving the
+product of that batch's curvature (of the loss as ``loss_fn`` reduces it on that batch) with a block
+``V`` of shape ``(P, k)``. Chunking by the memory budget, accumulation over batches, normalization,
+dense results and the exact diagonal are here, once.
+
+Products are always those of a freshly built operator. Work shared between products (the forward and
+backward graph of a one-batch objective) is kept only inside :meth:`~LinearOperator.reuse`, a scope in
+which nothing changes the model or the data: hessian_core's routines open it around their loops. A
+graph kept there is still dropped when a parameter, buffer or data tensor is replaced or written in place
+through autograd (version counters); writes through ``.data`` bypass those counters, so do not make them
+inside the scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch.func import vmap
+
+from ..arguments import check_optional_int
+from ..errors import InvalidInputError
+from ..memory import chunk_size as _chunk_size
+from ..memory import format_bytes
+from ..objective import Objective
+from .base import LinearOperator, unit_columns
+
+
+class CurvatureOperator(LinearOperator):
+    """Symmetric ``(P, P)`` curvature of ``loss_fn(model(inputs), targets)`` over ``data``.
+
+    Constructed as ``Op(model, loss_fn, data, **options)`` with the options of :class:`Objective`
+    (``reduction``, ``count_fn``, ``params``, ``train_mode``, ``seed``, ``memory_budget``, ``progress``,
+    ``distributed``) plus ``chunk_size`` (vectors per batched product; default from the memory budget);
+    or ``Op(objective)`` for an :class:`Objective` built already.
+
+    Vectors are flat ``(P,)`` in the order of :class:`~hessian_core.params.ParamSpec`, blocks ``(P, k)``;
+    ``matvec`` also accepts a list of param-shaped tensors and then answers in the same form.
+    """
+
+    kind = "curvature"
+    #: terms that are sums over samples already (the empirical Fisher): weight 1 per batch
+    per_sample = False
+
+    def __init__(self, model, loss_fn=None, data=None, *, chunk_size: int | None = None, **objective_options):
+        if isinstance(model, Objective):
+            if loss_fn is not None or data is not None or objective_options:
+                raise InvalidInputError(
+                    f"{type(self).__name__}(objective) takes no loss_fn, data or objective options; they are the "
+                    "objective's")
+            objective = model
+        else:
+            objective = Objective(model, loss_fn, data, **objective_options)
+        spec = objective.params
+        super().__init__(spec.numel, spec.dtype, spec.device, params=spec, budget=objective.budget,
+                         progress=objective.progress)
+        self.objective = objective
+        self.chunk = check_optional_int(chunk_size, "chunk_size")
+        #: False once vmap failed on this model (products then go one vector at a time)
+        self.vmap_ok = True
+        self._reuse_depth = 0
+        self._kept: tuple | None = None  # (key, apply) of a one-batch objective, inside reuse()
+        objective.validate()
+
+    @classmethod
+    def from_objective(cls, objective: Objective, **options):
+        """``cls(objective, **options)``."""
+        return cls(objective, **options)
+
+    def _options(self) -> dict:
+        """Constructor options of this operator besides the objective (for :meth:`with_params`)."""
+        return {"chunk_size": self.chunk}
+
+    def with_params(self, params):
+        """The same operator restricted to a subset of parameters (a diagonal block of this one)."""
+        return type(self)(self.objective.with_params(params), **self._options())
+
+    # -- description -------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        o = self.objective
+        n = o.batches.length
+        return (f"{type(self).__name__}(P={self.size}, reduction={o.reduction!r}, batches={'?' if n is None else n}, "
+                f"dtype={self.dtype}, train_mode={o.train_mode})")
+
+    def plan(self) -> dict:
+        o = self.objective
+        probe = o.validate()
+        return {
+            **super().plan(),
+            "curvature": self.kind,
+            "batches": o.batches.length,
+            "reduction": o.reduction,
+            "chunk_size": self.chunk_size(),
+            "vmap": self.vmap_ok,
+            "graph reuse": ("inside reuse() (one batch)" if o.batches.length == 1
+                            else "none (several batches: each product passes over the data)"),
+            "random forward": (f"draws fixed per batch from seed={o.seed}" if (o.train_mode or probe.random)
+                               else "deterministic"),
+            "copies": [w for w, on in (("buffers", o.train_mode or probe.mutates_buffers),
+                                       ("inputs", probe.mutates_inputs)) if on],
+        }
+
+    # -- products ----------------------------------------------------------------------------------
+    def chunk_size(self, reserved: int = 0) -> int:
+        """Vectors per batched product, within the budget left after ``reserved`` bytes. The working set
+        is also kept below ``max(size of H, 64 MiB)``: larger chunks are no faster (measured on CNNs, where
+        16 columns at a time are as fast as 512) and only raise the peak memory."""
+        per_col = self.objective.bytes_per_column()
+        cap = max(self.size ** 2 * self.itemsize, 64 * 2**20)
+        left = max(min(self.budget - reserved, cap), per_col)
+        return _chunk_size(self.size, per_col, left, self.chunk)
+
+    def dense_columns(self, reserved: int) -> int:
+        return self.chunk_size(reserved)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        k = V.shape[1]
+        out = torch.zeros(self.size, k, dtype=self.dtype, device=self.device)
+        step = self.chunk_size()
+
+        def contribution(ctx, acc, w):
+            apply = self._prepared(ctx)
+            for a in range(0, k, step):
+                acc[:, a:a + step].add_(apply(V[:, a:a + step]), alpha=w)
+
+        return self.objective.accumulate(contribution, out, per_sample=self.per_sample,
+                                         desc=f"{self.kind} products")
+
+    @contextlib.contextmanager
+    def reuse(self):
+        self._reuse_depth += 1
+        try:
+            yield self
+        finally:
+            self._reuse_depth -= 1
+            if self._reuse_depth == 0:
+                self._kept = None
+
+    # -- dense results -----------------------------------------------------------------------------
+    def _dense_check(self, nbytes: int, what: str):
+        self.check_fits(nbytes, what, f"the matrix-free {type(self).__name__} (matvec/matmat/to_scipy), "
+                        "hessian_blocks, hessian_diagonal or eigsh")
+
+    def to_dense(self) -> torch.Tensor:
+        """The whole ``(P, P)`` matrix, computed in chunks of columns within the memory budget."""
+        P = self.size
+        self._dense_check(P * P * self.itemsize, f"the dense {P} x {P} {self.kind} matrix ({self.dtype}, "
+                          f"{format_bytes(P * P * self.itemsize)})")
+        out = torch.zeros(P, P, dtype=self.dtype, device=self.device)
+        step = self.chunk_size(reserved=P * P * self.itemsize)
+
+        def contribution(ctx, acc, w):
+            apply = self._prepare(ctx)
+            for a in range(0, P, step):
+                b = min(a + step, P)
+                acc[:, a:b].add_(apply(unit_columns(P, a, b, self.dtype, self.device)), alpha=w)
+
+        out = self.objective.accumulate(contribution, out, per_sample=self.per_sample, desc=f"dense {self.kind}")
+        self.num_matvecs += P
+        return out
+
+    def diagonal(self) -> torch.Tensor:
+        """Exact diagonal ``(P,)`` from products with unit vectors (memory ``O(P * chunk)``)."""
+        P = self.size
+        out = torch.zeros(P, dtype=self.dtype, device=self.device)
+        step = self.chunk_size()
+
+        def contribution(ctx, acc, w):
+            apply = self._prepare(ctx)
+            for a in range(0, P, step):
+                b = min(a + step, P)
+                cols = apply(unit_columns(P, a, b, self.dtype, self.device))
+                acc[a:b].add_(cols[torch.arange(a, b), torch.arange(b - a)], alpha=w)
+
+        out = self.objective.accumulate(contribution, out, per_sample=self.per_sample, desc=f"{self.kind} diagonal")
+        self.num_matvecs += P
+        return out
+
+    # -- per batch ---------------------------------------------------------------------------------
+    def _prepared(self, ctx):
+        """``_prepare(ctx)``, kept inside :meth:`reuse` when the data is one batch (Lanczos and CG ask for
+        one product at a time, and rebuilding the graph each time costs several times the product itself).
+        A kept graph is dropped when a parameter, buffer or data tensor was replaced or changed in place
+        (identity, storage and version of each)."""
+        if self._reuse_depth == 0 or self.objective.batches.length != 1:
+            return self._prepare(ctx)
+        model = self.objective.model
+        key = (_versions(list(model.parameters())), _versions(list(model.buffers())), _versions(ctx.inputs),
+               _versions(ctx.targets))
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, self._prepare(ctx))
+        return self._kept[1]
+
+    def _prepare(self, ctx):
+        """Return ``apply(V)``: batch ``ctx``'s curvature (of the loss as ``loss_fn`` reduces the batch)
+        times ``V`` of shape ``(P, k)``. Work shared by all vectors (forward, backward) is done here once."""
+        raise NotImplementedError
+
+    def _batched(self, fn, V: torch.Tensor) -> torch.Tensor:
+        """Apply ``fn`` (tangent tuple -> tuple, one vector) to every column of ``V`` with ``vmap``; fall
+        back to a loop for models that vmap rejects (the first failure is reported once as a warning)."""
+        tangents = self._tangents(V)
+        if self.vmap_ok:
+            try:
+                return self._flat_columns(vmap(fn, randomness="same")(tangents))
+            except (RuntimeError, NotImplementedError) as e:
+                msg = str(e).lower()
+                if "vmap" not in msg and "batch" not in msg:
+                    raise
+                warnings.warn(f"{type(self).__name__}: vmap failed ({str(e).splitlines()[0]}); "
+                              "falling back to one product at a time", RuntimeWarning, stacklevel=3)
+                self.vmap_ok = False
+        cols = [self.params.flatten(fn(tuple(t[j] for t in tangents))) for j in range(V.shape[1])]
+        return torch.stack(cols, dim=1)
+
+    # -- helpers for subclasses --------------------------------------------------------------------
+    def _tangents(self, V: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(P, k)`` -> tuple of ``(k, *shape)`` tangents (batch dimension first, for vmap)."""
+        return tuple(t.movedim(-1, 0) for t in self.params.unflatten(V))
+
+    def _flat_columns(self, parts) -> torch.Tensor:
+        """tuple of ``(k, *shape)`` -> ``(P, k)``."""
+        k = parts[0].shape[0]
+        return torch.cat([p.reshape(k, -1) for p in parts], dim=1).T
+
+
+def _versions(x) -> tuple:
+    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list)."""
+    if isinstance(x, torch.Tensor):
+        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
+    if isinstance(x, (tuple, list)):
+        return tuple(v for t in x for v in _versions(t))
+    return ()

@@ -1,0 +1,87 @@
+"""Empirical Fisher ``F = sum_i g_i g_i^T``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+
+from ..errors import InvalidInputError
+from .curvature import CurvatureOperator
+
+
+class EmpiricalFisherOperator(CurvatureOperator):
+    """Empirical Fisher ``F = sum_i g_i g_i^T / W`` with ``g_i`` the gradient of the loss of sample ``i``.
+
+    The loss of a sample is ``loss_fn`` on that sample alone (a batch of one); ``W`` is the total count
+    for ``"mean"`` losses and 1 for ``"sum"``, as for the Hessian. Samples are sliced along dim 0 of the
+    inputs and targets. Not defined in train mode with BatchNorm (samples are not independent there).
+    """
+
+    kind = "empirical Fisher"
+    per_sample = True
+
+    def __init__(self, model, loss_fn=None, data=None, *, chunk_size: int | None = None, **objective_options):
+        super().__init__(model, loss_fn, data, chunk_size=chunk_size, **objective_options)
+        batchnorm = nn.modules.batchnorm._BatchNorm
+        if self.objective.train_mode and any(isinstance(m, batchnorm) for m in self.objective.model.modules()):
+            raise InvalidInputError(
+                "the empirical Fisher needs per-sample gradients, which BatchNorm in train mode does not have "
+                "(it mixes the samples of a batch); use train_mode=False, or the Hessian/GGN operators"
+            )
+
+    def sample_gradients(self, ctx) -> torch.Tensor:
+        """Per-sample gradients of batch ``ctx`` as columns, ``(P, n)``."""
+        primals = self.params.primals()
+        obj = self.objective
+        seed = obj.seed_of(ctx.index)
+
+        def sample_loss(params, x, y):
+            return obj.loss_fn(obj.forward(params, _unsqueeze(x), seed=seed), _unsqueeze(y))
+
+        if self.vmap_ok:
+            try:
+                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="same")
+                grads = per_sample(primals, ctx.inputs, ctx.targets)
+                return self._flat_columns(grads)
+            except (RuntimeError, NotImplementedError):
+                self.vmap_ok = False
+        n = ctx.targets.shape[0]
+        cols = [self.params.flatten(grad(sample_loss)(primals, _index(ctx.inputs, i), ctx.targets[i]))
+                for i in range(n)]
+        return torch.stack(cols, dim=1)
+
+    def _prepare(self, ctx):
+        G = self.sample_gradients(ctx)
+        return lambda V: G @ (G.T @ V)
+
+    def to_dense(self) -> torch.Tensor:
+        P = self.size
+        self._dense_check(P * P * self.itemsize, f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
+        out = torch.zeros(P, P, dtype=self.dtype, device=self.device)
+
+        def contribution(ctx, acc, w):
+            G = self.sample_gradients(ctx)
+            acc.addmm_(G, G.T, alpha=w)
+
+        return self.objective.accumulate(contribution, out, per_sample=True, desc="dense empirical Fisher")
+
+    def diagonal(self) -> torch.Tensor:
+        out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+
+        def contribution(ctx, acc, w):
+            acc.add_(self.sample_gradients(ctx).square().sum(1), alpha=w)
+
+        return self.objective.accumulate(contribution, out, per_sample=True, desc="empirical Fisher diagonal")
+
+
+def _unsqueeze(x):
+    if isinstance(x, torch.Tensor):
+        return x.unsqueeze(0)
+    return type(x)(t.unsqueeze(0) for t in x)
+
+
+def _index(x, i):
+    if isinstance(x, torch.Tensor):
+        return x[i]
+    return type(x)(t[i] for t in x)
