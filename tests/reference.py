@@ -39,3 +39,10 @@ def loop_hessian(model, loss_fn, inputs, targets):
     rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(g[i], params, retain_graph=True)])
             for i in range(g.numel())]
     return torch.stack(rows)
+
+
+def spectrum_matrix(values, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.as_tensor(values, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=g, dtype=torch.float64))
+    return Q @ torch.diag(values) @ Q.T

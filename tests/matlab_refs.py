@@ -1,4 +1,4 @@
-"""Helpers for the bridge tests: hand-built specs and independent references written from MATLAB's formulas.
+"""Helpers for the bridge and MATLAB tests: hand-built specs and independent references written from MATLAB's formulas.
 
 Nothing here imports the bridge's layout or layer code: parameters are unpacked from the flat vector with
 numpy's own column-major index arithmetic, data is indexed in MATLAB order, and the references loop over
@@ -7,11 +7,7 @@ MATLAB subscripts where a layer's indexing convention is the point of the test.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
-import pytest
 import torch
 
 FORMAT = "hessiancore.network/1"
@@ -105,17 +101,3 @@ def flatten_cm(Y):
             for c in range(C):
                 out[idx[i, j, c]] = Y[i, j, c]
     return torch.stack(out)
-
-
-@pytest.fixture(name="fake_matlab")
-def fake_matlab_fixture(monkeypatch):
-    """Put the fake ``matlab`` package on sys.path (tests only, never installed)."""
-    path = os.path.join(os.path.dirname(__file__), "fake_matlab")
-    monkeypatch.syspath_prepend(path)
-    for mod in [m for m in sys.modules if m == "matlab" or m.startswith("matlab.")]:
-        monkeypatch.delitem(sys.modules, mod)
-    import matlab.engine
-
-    yield matlab.engine
-    for mod in [m for m in sys.modules if m == "matlab" or m.startswith("matlab.")]:
-        del sys.modules[mod]

@@ -22,7 +22,7 @@ import torch
 
 from bridge.transport import matfile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _octave_cli() -> str:

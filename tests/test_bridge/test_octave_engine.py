@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_bridge_refs import fc, half_mse, ref_hessian, unpack
+from matlab_refs import fc, half_mse, ref_hessian, unpack
 
 from bridge import MatlabSession
 

@@ -3,7 +3,7 @@ test doubles of dlnetwork, dlarray, the layers and table in tests/octave/.
 
 End-to-end: the real .m wrappers call Python through the .mat protocol -- answered by a worker thread of
 this test process ('server' transport: the Python start-up is paid once), and once through the
-'subprocess' transport (a real ``python -m`` per call; tests/test_matlab_cli.py has more). Every result is
+'subprocess' transport (a real ``python -m`` per call; tests/test_matlab/test_cli.py has more). Every result is
 compared with an independent float64 computation: the same small network written by hand in torch and
 differentiated with torch.autograd.functional.hessian, numpy's dense eigh/solve.
 

@@ -21,8 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import hessian_core as hc  # noqa: E402
 from hessian_core import distributed as hcd  # noqa: E402
@@ -436,7 +437,7 @@ def test_an_empty_shard_is_refused_on_every_rank(ranks):
 
 def test_torchrun_example_matches_one_process():
     """examples/distributed_torchrun.py under torchrun (3 ranks, unequal shards of 101 samples)."""
-    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+    example = os.path.join(ROOT, "examples",
                            "distributed_torchrun.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", "--master-port",
            str(_free_port()), example, "--samples", "101", "--hidden", "4", "--check"]

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from test_bridge_refs import (
-    fake_matlab_fixture,  # noqa: F401 - the fake_matlab fixture
+from matlab_refs import (
     fc,
     half_mse,
     layer,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_bridge_refs import fc, layer, make_spec, ref_hessian, theta_of, unpack
+from matlab_refs import fc, layer, make_spec, ref_hessian, theta_of, unpack
 
 from bridge import api
 from hessian_core.errors import InvalidInputError

@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_bridge_refs import (
-    fake_matlab_fixture,  # noqa: F401 - the fake_matlab fixture
+from matlab_refs import (
     layer,
     make_spec,
 )

@@ -4,7 +4,7 @@ eigenvalues, no ghost copies, recomputed residuals, every accepted operator type
 import numpy as np
 import pytest
 import torch
-from reference import autograd_hessian
+from reference import autograd_hessian, spectrum_matrix
 from scipy.sparse.linalg import aslinearoperator
 from torch import nn
 
@@ -25,13 +25,6 @@ def wanted(ref, which, k):
     else:
         sel = torch.cat([ref[: k // 2], ref[len(ref) - (k + 1) // 2 :]])
     return torch.sort(sel).values
-
-
-def spectrum_matrix(values, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    values = torch.as_tensor(values, dtype=torch.float64)
-    Q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=g, dtype=torch.float64))
-    return Q @ torch.diag(values) @ Q.T
 
 
 @pytest.fixture(scope="module")

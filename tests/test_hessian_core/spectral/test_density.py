@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_spectral_eigsh import spectrum_matrix
+from reference import spectrum_matrix
 from torch import nn
 
 import hessian_core as hc

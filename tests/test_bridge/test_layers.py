@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_bridge_refs import conv2d_loops, fc, flatten_cm, half_mse, layer, make_spec, ref_hessian, unpack
+from matlab_refs import conv2d_loops, fc, flatten_cm, half_mse, layer, make_spec, ref_hessian, unpack
 
 from bridge import api
 
