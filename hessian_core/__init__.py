@@ -13,9 +13,11 @@ See :mod:`hessian_core.objective` for the normalization contract and the model p
 from . import (
     distributed,  # data-parallel curvature on torch.distributed: closure, shared_seed
     optim,  # hessian_core.optim.Newton / NewtonCG / HessianFree
+    plot,  # spectral density and loss landscapes (matplotlib, imported when drawing)
 )
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
 from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
+from .named import HessianBlocks, NamedTensors
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -40,12 +42,12 @@ from .spectral import condition_number, diagonal_estimate, eigsh, logdet, spectr
 __version__ = "0.1.0"
 
 __all__ = [
-    "hessian", "hvp", "hessian_diagonal", "hessian_blocks",
+    "hessian", "hvp", "hessian_diagonal", "hessian_blocks", "HessianBlocks", "NamedTensors",
     "LinearOperator", "IdentityOperator", "ScaledOperator", "SumOperator", "DenseOperator", "FunctionOperator",
     "BlockDiagonalOperator", "as_operator", "block_diagonal",
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
     "Objective", "ParamSpec",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
-    "newton_step", "NewtonStep", "optim", "distributed",
+    "newton_step", "NewtonStep", "optim", "distributed", "plot",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
 ]
