@@ -60,8 +60,9 @@ def _numel(shape) -> int:
 
 
 def _requiring_grad(x):
+    """Floating tensors of ``x`` as non-leaf tensors that require grad (a loss may write into its input)."""
     if isinstance(x, torch.Tensor):
-        return x.detach().requires_grad_() if x.is_floating_point() or x.is_complex() else x
+        return x.detach().requires_grad_().clone() if x.is_floating_point() or x.is_complex() else x
     if isinstance(x, (tuple, list)):
         return type(x)(_requiring_grad(t) for t in x)
     if isinstance(x, dict):
@@ -72,10 +73,12 @@ def _requiring_grad(x):
 def check_loss_fn(ctx, outputs) -> None:
     """Raise :class:`InvalidInputError` when ``loss_fn`` on batch ``ctx``'s ``outputs`` (the first batch's,
     computed without graph) does not depend on them, or broadcasts them against the targets."""
-    outs = _requiring_grad(outputs)
     watch = _BroadcastWatch()
-    with torch.enable_grad(), watch:
-        loss = ctx.loss_of_outputs(outs)
+    try:
+        with torch.enable_grad(), watch:
+            loss = ctx.loss_of_outputs(_requiring_grad(outputs))
+    except RuntimeError:  # ran without graph in the probe; with one it may trip on something else: no verdict
+        return
     if watch.found is not None:
         name, a, b, shape = watch.found
         raise InvalidInputError(

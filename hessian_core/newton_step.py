@@ -111,5 +111,5 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
             for p, value in zip(spec.tensors, new_params):
                 p.copy_(value)
     return NewtonStep(step=NamedTensors([t.clone() for t in spec.unflatten(s)], spec.names), flat_step=s,
-                      params=new_params, names=list(spec.names), loss=loss, grad=g, predicted_change=quadratic_change(g, Hs, s),
-                      applied=apply, info=info)
+                      params=new_params, names=list(spec.names), loss=loss, grad=g,
+                      predicted_change=quadratic_change(g, Hs, s), applied=apply, info=info)

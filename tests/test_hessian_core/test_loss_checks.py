@@ -56,3 +56,21 @@ def test_ordinary_broadcasting_in_a_loss_is_accepted():
     for loss_fn in (one_hot_weighted, pairwise):
         H = hc.hessian(model, loss_fn, (X, y))
         torch.testing.assert_close(H, autograd_hessian(model, loss_fn, X, y), rtol=1e-10, atol=1e-12)
+
+
+def test_a_loss_that_writes_into_its_input_still_works():
+    model, X = model_and_data()
+    Y = torch.randn(6, 1, dtype=D)
+
+    def clamped(o, t):
+        o = o.clone()
+        o.clamp_(-10, 10)
+        return ((o - t) ** 2).mean()
+
+    def inplace(o, t):
+        o.mul_(1.0)  # in place on the model output itself
+        return ((o - t) ** 2).mean()
+
+    for loss_fn in (clamped, inplace):
+        H = hc.hessian(model, loss_fn, (X, Y))
+        torch.testing.assert_close(H, autograd_hessian(model, nn.MSELoss(), X, Y), rtol=1e-10, atol=1e-12)
