@@ -209,10 +209,10 @@ class Objective:
             prints.start()
         with model_mode(self.model, self.train_mode):
             for i, (x, y) in enumerate(bar):
-                x = to_device(x, p.device, p.dtype)
-                y = to_device(y, p.device, p.dtype)
                 if prints is not None:
                     prints.add(i, x, y)
+                x = to_device(x, p.device, p.dtype)
+                y = to_device(y, p.device, p.dtype)
                 count = self.count_fn(x, y)
                 count = float(count.item() if isinstance(count, torch.Tensor) else count)
                 if not count >= 0:
@@ -289,6 +289,7 @@ class Objective:
         if self.probe is not None:
             return self.probe
         try:
+            self._check_passes_agree()
             with contextlib.closing(self.contexts()) as batches:
                 ctx = next(batches)
                 self.probe = probe(self, ctx)
@@ -296,6 +297,19 @@ class Objective:
             self._abort_peers()
             raise
         return self.probe
+
+    def _check_passes_agree(self) -> None:
+        """Data that is not fixed (a DataLoader) is read twice here, without the model, and fingerprinted
+        (:class:`~hessian_core.data.PassFingerprints`): a loader whose passes differ is refused before any
+        product, also for computations that pass over the data only once (a dense matrix)."""
+        prints = self.fingerprints
+        if prints is None or prints.first is not None:
+            return
+        for _ in range(2):
+            prints.start()
+            for i, (x, y) in enumerate(self.batches):
+                prints.add(i, x, y)
+            prints.finish()
 
     def _abort_peers(self) -> None:
         """This rank failed locally: tell the other ranks, so they raise too instead of waiting for it in

@@ -2,8 +2,8 @@
 
 MATLAB's ``hcFallbackHvp(net, X, T, loss, v)`` returns ``H_b v`` for one minibatch by double
 backpropagation (``dlgradient(..., 'EnableHigherDerivatives', true)``) and the minibatch's number of
-observations ``n_b``. :func:`fallback_operator` wraps it as a ``scipy.sparse.linalg.LinearOperator`` of the
-globally normalized Hessian ``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over
+observations ``n_b``. :func:`fallback_operator` wraps it as an operator of the core (a
+:class:`hessian_core.operators.FunctionOperator`) of the globally normalized Hessian ``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over
 observations, so this is the Hessian of the loss over all minibatches together), which the core's
 algorithms take as they are: :func:`fallback_eigs` (:func:`hessian_core.spectral.eigsh`),
 :func:`fallback_trace` (:func:`hessian_core.spectral.trace`), :func:`fallback_solve` (scipy's CG).
@@ -84,18 +84,19 @@ def _scalar(x) -> float:
 
 
 def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse", **kwargs):
-    """The Hessian as a symmetric ``scipy.sparse.linalg.LinearOperator`` (P, P) of MATLAB products."""
-    from scipy.sparse.linalg import LinearOperator
+    """The Hessian as a :class:`hessian_core.operators.FunctionOperator` ``(P, P)`` of MATLAB's products (float64,
+    CPU): an operator like every other of the core (composition, spectra, solvers, ``to_scipy()``)."""
+    import torch
+
+    from hessian_core.operators import FunctionOperator
 
     hvp = EngineHvp(engine, net, X, T, loss, **kwargs)
 
-    def matmat(V):
-        V = np.asarray(V, dtype=np.float64).reshape(hvp.P, -1)
-        return np.column_stack([hvp(V[:, j]) for j in range(V.shape[1])])
+    def matmat(V: torch.Tensor) -> torch.Tensor:
+        cols = V.detach().cpu().numpy().astype(np.float64)
+        return torch.as_tensor(np.column_stack([hvp(cols[:, j]) for j in range(cols.shape[1])]))
 
-    op = LinearOperator((hvp.P, hvp.P), matvec=hvp, rmatvec=hvp, matmat=matmat, dtype=np.float64)
-    op.hvp = hvp
-    return op
+    return FunctionOperator(matmat, hvp.P, torch.float64, "cpu", name="MATLAB dlgradient Hessian-vector products")
 
 
 def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which: str = "LA", **eig_options) -> dict:
@@ -105,7 +106,7 @@ def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which
     op = fallback_operator(engine, net, X, T, loss)
     res = eigsh(op, k=k, which=which, **eig_options)
     return {"values": _np(res.values), "vectors": _np(res.vectors), "residuals": _np(res.residuals),
-            "matvecs": op.hvp.matvecs}
+            "matvecs": op.num_matvecs}
 
 
 def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int = 100, method: str = "hutch++",
@@ -121,15 +122,16 @@ def fallback_solve(engine, rhs, net="net", X="X", T="T", loss="mse", damping: fl
                    maxiter: int | None = None) -> dict:
     """Solve ``(H + damping I) x = rhs`` by conjugate gradients (H + damping I must be positive definite):
     ``dict(x, info, matvecs)`` with scipy's ``info`` (0: converged)."""
-    from scipy.sparse.linalg import LinearOperator, cg
+    from scipy.sparse.linalg import cg
 
-    if not (np.isfinite(damping) and damping >= 0):
-        raise InvalidInputError(f"damping must be >= 0, got {damping}")
+    from hessian_core.arguments import check_real
+    from hessian_core.operators import IdentityOperator
+
+    damping = check_real(damping, "damping", nonnegative=True)
     H = fallback_operator(engine, net, X, T, loss)
-    A = LinearOperator(H.shape, matvec=lambda v: H.matvec(v) + damping * np.asarray(v).reshape(-1),
-                       dtype=np.float64)
-    x, info = cg(A, np.asarray(rhs, dtype=np.float64).reshape(-1), rtol=rtol, maxiter=maxiter)
-    return {"x": x, "info": int(info), "matvecs": H.hvp.matvecs}
+    A = H + damping * IdentityOperator(H)
+    x, info = cg(A.to_scipy(), np.asarray(rhs, dtype=np.float64).reshape(-1), rtol=rtol, maxiter=maxiter)
+    return {"x": x, "info": int(info), "matvecs": H.num_matvecs}
 
 
 def _np(t) -> np.ndarray:

@@ -74,11 +74,12 @@ class HessianOperator(CurvatureOperator):
             if V.shape[1] == 1:  # one vector (matvec): a plain double backward, no vmap overhead
                 tangent = tuple(t[..., 0] for t in self.params.unflatten(V))
                 return self.params.flatten(reverse()(tangent)[0])[:, None]
-            if self.forward_over_reverse_ok and not random:
+            if self.forward_over_reverse_ok and not random and not graph:
                 # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions;
                 # where an op lacks forward-mode support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises
                 # and this operator stays with reverse-over-reverse. Not for random forwards: each chunk
-                # reruns the forward, and the draws must stay those of the one reverse-mode graph.
+                # reruns the forward, and the draws must stay those of the one reverse-mode graph. Not once
+                # that graph exists (kept inside reuse()): a double backward through it needs no forward.
                 try:
                     return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
                 except (RuntimeError, NotImplementedError):
