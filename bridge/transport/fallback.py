@@ -3,10 +3,11 @@
 MATLAB's ``hcFallbackHvp(net, X, T, loss, v)`` returns ``H_b v`` for one minibatch by double
 backpropagation (``dlgradient(..., 'EnableHigherDerivatives', true)``) and the minibatch's number of
 observations ``n_b``. :func:`fallback_operator` wraps it as an operator of the core (a
-:class:`hessian_core.operators.FunctionOperator`) of the globally normalized Hessian ``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over
-observations, so this is the Hessian of the loss over all minibatches together), which the core's
-algorithms take as they are: :func:`fallback_eigs` (:func:`hessian_core.spectral.eigsh`),
-:func:`fallback_trace` (:func:`hessian_core.spectral.trace`), :func:`fallback_solve` (scipy's CG).
+:class:`hessian_core.operators.FunctionOperator`) of the globally normalized Hessian
+``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over observations, so this is the Hessian of
+the loss over all minibatches together), which the core's algorithms take as they are: :func:`fallback_eigs`
+(:func:`hessian_core.spectral.eigsh`), :func:`fallback_trace` (:func:`hessian_core.spectral.trace`),
+:func:`fallback_solve` (scipy's CG on the damped operator).
 
 The engine is a ``matlab.engine`` engine (or one with its interface); only ``eval(code, nargout=0)`` and
 ``workspace[...]`` are used, with the network and data as workspace variable names, like
