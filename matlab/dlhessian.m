@@ -26,8 +26,12 @@ function H = dlhessian(net, X, T, varargin)
     %     H = dlhessian(net, X, T, 'Loss', 'mse', 'Output', 'table');
     %
     %   See also dlhvp, dlhessianDiag, dlhessianEigs, dlhessianTrace, dlnewtonUpdate, dlnetworkToSpec.
-    opts = hcParseOptions('dlhessian', varargin);
-    H = hcCallPython(hcRequest('hessian', net, X, T, opts), opts);
+    [opts, onMatlab] = hcBackendOptions('dlhessian', varargin);
+    if onMatlab
+        H = hcMatlabBackend('hessian', net, X, T, opts);
+    else
+        H = hcCallPython(hcRequest('hessian', net, X, T, opts), opts);
+    end
     if strcmp(opts.Output, 'table')
         H = hcToLearnables(net, H, true);
     end

@@ -10,8 +10,12 @@ function d = dlhessianDiag(net, X, T, varargin)
     %     d.Value{1}            % curvature of each weight of the first layer
     %
     %   See also dlhessian, dlhessianTrace.
-    opts = hcParseOptions('dlhessianDiag', varargin);
-    d = hcCallPython(hcRequest('diagonal', net, X, T, opts), opts);
+    [opts, onMatlab] = hcBackendOptions('dlhessianDiag', varargin);
+    if onMatlab
+        d = hcMatlabBackend('diagonal', net, X, T, opts);
+    else
+        d = hcCallPython(hcRequest('diagonal', net, X, T, opts), opts);
+    end
     if strcmp(opts.Output, 'table')
         d = hcToLearnables(net, d, false);
     end

@@ -27,9 +27,14 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     end
     names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
     isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
-    opts = hcParseOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    [opts, onMatlab] = hcBackendOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
     [row, ~] = find(strcmpi(names, opts.Which), 1);
-    res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
+    kwargs = struct('k', k, 'which', names{row, 2});
+    if onMatlab
+        res = hcMatlabBackend('eigs', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, kwargs), opts);
+    end
     values = res.values(:);
     switch names{row, 2}
         case 'SA'

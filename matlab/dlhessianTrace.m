@@ -19,9 +19,13 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     extra = {'NumMatvecs', 100, isCount; ...
              'Method', 'hutch++', @(x) ischar(x) || (isstring(x) && isscalar(x)); ...
              'Seed', [], @(x) isempty(x) || (isnumeric(x) && isscalar(x) && x >= 0 && x == round(x))};
-    opts = hcParseOptions('dlhessianTrace', varargin, extra);
+    [opts, onMatlab] = hcBackendOptions('dlhessianTrace', varargin, extra);
     kwargs = struct('num_matvecs', opts.NumMatvecs, 'method', char(opts.Method), 'seed', opts.Seed);
-    res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
+    if onMatlab
+        res = hcMatlabBackend('trace', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
+    end
     t = res.trace;
     se = res.stderr;
     info = struct('Trace', res.trace, 'StdErr', res.stderr, 'NumMatvecs', res.num_matvecs);

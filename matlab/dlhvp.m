@@ -14,7 +14,7 @@ function hv = dlhvp(net, X, T, v, varargin)
     %     Hg = dlhvp(net, X, T, g);                    % curvature along the gradient, same shape
     %
     %   See also dlhessian, dlhessianEigs.
-    opts = hcParseOptions('dlhvp', varargin);
+    [opts, onMatlab] = hcBackendOptions('dlhvp', varargin);
     if isa(v, 'table')
         opts.Output = 'table';
     end
@@ -22,7 +22,11 @@ function hv = dlhvp(net, X, T, v, varargin)
     if size(vec, 2) ~= 1
         error('hessiancore:invalidInput', 'dlhvp: V must be one vector; got %d columns', size(vec, 2));
     end
-    hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    if onMatlab
+        hv = hcMatlabBackend('hvp', net, X, T, opts, {vec});
+    else
+        hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    end
     if strcmp(opts.Output, 'table')
         hv = hcToLearnables(net, hv, false);
     end

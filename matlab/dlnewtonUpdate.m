@@ -21,9 +21,13 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %   See also dlhessian, updateLearnables.
     isNonneg = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x >= 0;
     isPos = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x > 0;
-    opts = hcParseOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
+    [opts, onMatlab] = hcBackendOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
     kwargs = struct('damping', opts.Damping, 'lr', opts.LearnRate);
-    res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    if onMatlab
+        res = hcMatlabBackend('newton_update', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    end
     net = updateLearnables(net, res.values);
     info = struct('LossBefore', res.loss_before, 'LossAfter', res.loss_after);
 end
