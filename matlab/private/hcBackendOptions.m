@@ -22,11 +22,12 @@ function [opts, onMatlab] = hcBackendOptions(caller, args, extra)
     if ~isempty(opts.ModelLoss)
         if strcmp(opts.Backend, 'python')
             error('hessiancore:invalidOption', ['%s: ''ModelLoss'' is computed in MATLAB by automatic ', ...
-                                                'differentiation; it needs ''Backend'', ''matlab'' (or ''auto'')'], caller);
+                                                'differentiation; it needs ''Backend'', ''matlab'' ', ...
+                                                '(or ''auto'')'], caller);
         end
         if lossGiven
-            error('hessiancore:invalidOption', '%s: give ''Loss'' (a loss name) or ''ModelLoss'' (a function), not both', ...
-                  caller);
+            error('hessiancore:invalidOption', ['%s: give ''Loss'' (a loss name) or ''ModelLoss'' ', ...
+                                                '(a function), not both'], caller);
         end
         opts.Backend = 'matlab';
     elseif strcmp(opts.Backend, 'auto')

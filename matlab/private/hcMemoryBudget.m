@@ -35,8 +35,8 @@ function bytes = hcMemoryBudget(budget)
         k = find(strcmp(tokens{2}, units), 1);
     end
     if isempty(k) || isnan(str2double(tokens{1})) || str2double(tokens{1}) <= 0
-        error('hessiancore:invalidOption', 'MemoryBudget must be bytes or text such as ''2GB'', ''512MiB''; got ''%s''', ...
-              char(budget));
+        error('hessiancore:invalidOption', ['MemoryBudget must be bytes or text such as ''2GB'' or ', ...
+                                            '''512MiB''; got ''%s'''], char(budget));
     end
     bytes = str2double(tokens{1}) * scales(k);
 end

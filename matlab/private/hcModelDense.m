@@ -7,7 +7,7 @@ function out = hcModelDense(prob, what)
     P = prob.P;
     block = 32;
     if strcmp(what, 'hessian')
-        need = 8 * P ^ 2;
+        need = 8 * P^2;
         budget = hcMemoryBudget(prob.MemoryBudget);
         if need > budget
             error('hessiancore:memoryBudget', ['the dense Hessian needs %.3g GB (P = %d) but the memory budget ', ...

@@ -46,9 +46,9 @@ function res = hcModelEigs(prob, k, which)
                                                  'converged; see the residuals'], k);
         end
     end
-    vectors = vectors ./ sqrt(sum(vectors .^ 2, 1));
+    vectors = vectors ./ sqrt(sum(vectors.^2, 1));
     [values, order] = sort(values(:), 'ascend');
     vectors = vectors(:, order);
     R = hcModelHvp(prob, vectors) - vectors .* values';
-    res = struct('values', values, 'vectors', vectors, 'residuals', sqrt(sum(R .^ 2, 1))');
+    res = struct('values', values, 'vectors', vectors, 'residuals', sqrt(sum(R.^2, 1))');
 end

@@ -44,7 +44,8 @@ function varargout = hcModelEval(prob, mode, b, V)
         suspects = notTwiceDifferentiable(prob.Net);
         error('hessiancore:higherDerivatives', ['MATLAB computed the gradient of the %s but could not ', ...
                                                 'differentiate it a second time (dlgradient with ', ...
-                                                '''EnableHigherDerivatives''): %s%s'], prob.Name, err.message, suspects);
+                                                '''EnableHigherDerivatives''): %s%s'], prob.Name, err.message, ...
+              suspects);
     end
     for i = 1:numel(varargout)
         if ~all(isfinite(varargout{i}(:)))

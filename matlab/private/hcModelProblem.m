@@ -91,8 +91,9 @@ function [fcn, name, norm] = lossFunction(opts, named)
         name = ['ModelLoss ', func2str(fcn)];
         extra = setdiff(fieldnames(lossOpts), {'NormalizationFactor'});
         if ~isempty(extra)
-            error('hessiancore:invalidOption', ['with ''ModelLoss'', LossOptions may only declare how your loss ', ...
-                                                'is normalized (NormalizationFactor); got %s'], strjoin(reshape(extra, 1, []), ', '));
+            error('hessiancore:invalidOption', ['with ''ModelLoss'', LossOptions may only declare how your ', ...
+                                                'loss is normalized (NormalizationFactor); got %s'], ...
+                  strjoin(reshape(extra, 1, []), ', '));
         end
         return
     end
@@ -111,8 +112,8 @@ function [fcn, name, norm] = lossFunction(opts, named)
     switch loss
         case 'mse'
             if ~isempty(args)
-                error('hessiancore:invalidOption', ['MATLAB''s mse has no options; use ''l2loss'' (not halved) with ', ...
-                                                    'LossOptions']);
+                error('hessiancore:invalidOption', ['MATLAB''s mse has no options; use ''l2loss'' ', ...
+                                                    '(not halved) with LossOptions']);
             end
             lossFcn = @(Y, T) mse(Y, T);
         case 'l2loss'
@@ -128,9 +129,9 @@ function [fcn, name, norm] = lossFunction(opts, named)
         case 'index-crossentropy'
             lossFcn = @(Y, T) indexcrossentropy(Y, T, args{:});
         otherwise
-            error('hessiancore:invalidOption', ['the MATLAB backend computes the losses mse, l2loss, l1loss, huber, ', ...
-                                                'crossentropy, binary-crossentropy and index-crossentropy, or ', ...
-                                                '''ModelLoss''; got ''%s'''], loss);
+            error('hessiancore:invalidOption', ['the MATLAB backend computes the losses mse, l2loss, l1loss, ', ...
+                                                'huber, crossentropy, binary-crossentropy and ', ...
+                                                'index-crossentropy, or ''ModelLoss''; got ''%s'''], loss);
     end
     fcn = @(net, X, T) lossFcn(predict(net, X), T);
 end

@@ -13,7 +13,7 @@ function out = hcShiftedProduct(prob, v, shift)
         return
     end
     out = hcModelHvp(prob, v) + shift * v;
-    norms = sum(v .^ 2, 1);
+    norms = sum(v.^2, 1);
     curvature = sum(v .* out, 1) ./ norms;
     if isempty(least)
         least = Inf;

@@ -192,7 +192,7 @@ classdef dlarray
 
         function out = power(a, b)
             [da, db, fmt] = dlarray.operands(a, b);
-            out = dlarray.record('power', {a, b}, da .^ db, fmt, []);
+            out = dlarray.record('power', {a, b}, da.^db, fmt, []);
         end
 
         function out = mtimes(a, b)
@@ -306,7 +306,7 @@ classdef dlarray
         end
 
         function out = sqrt(a)
-            out = a .^ 0.5;
+            out = a.^0.5;
         end
 
         function out = abs(a)
@@ -397,8 +397,8 @@ classdef dlarray
         function loss = huber(Y, T, varargin)
             % dlarray.huber: d.^2/2 where abs(d) <= TransitionPoint (default 1), else
             % TransitionPoint * (abs(d) - TransitionPoint / 2); summed, normalized as l2loss.
-            [Y, T, nobs, opts] = dlarray.lossInputs(Y, T, varargin, ...
-                                                    {'NormalizationFactor', 'batch-size'; 'TransitionPoint', 1}, 'huber');
+            defaults = {'NormalizationFactor', 'batch-size'; 'TransitionPoint', 1};
+            [Y, T, nobs, opts] = dlarray.lossInputs(Y, T, varargin, defaults, 'huber');
             D = Y - T;
             delta = opts.TransitionPoint;
             inside = double(abs(D.Data) <= delta);
@@ -414,7 +414,8 @@ classdef dlarray
                                                     {'NormalizationFactor', 'batch-size'; ...
                                                      'ClassificationMode', 'single-label'}, 'crossentropy');
             if strcmpi(opts.NormalizationFactor, 'all-elements')
-                error('dlarray:notImplemented', 'crossentropy NormalizationFactor ''all-elements'' is not in the double');
+                error('dlarray:notImplemented', ['crossentropy NormalizationFactor ''all-elements'' is not in ', ...
+                                                 'the double']);
             end
             if strcmpi(opts.ClassificationMode, 'multilabel')
                 total = -sum(T .* log(Y) + (1 - T) .* log(1 - Y), 'all');
@@ -635,7 +636,7 @@ classdef dlarray
                     a = in{1};
                     p = in{2};
                     if isa(a, 'dlarray')
-                        parts{1} = dlarray.sumTo(gy .* p .* a .^ (p - 1), a);
+                        parts{1} = dlarray.sumTo(gy .* p .* a.^(p - 1), a);
                     end
                     if isa(p, 'dlarray')
                         parts{2} = dlarray.sumTo(gy .* out .* log(a), p);
