@@ -3,7 +3,8 @@ function d = dlhessianDiag(net, X, T, varargin)
     %   D = DLHESSIANDIAG(NET, X, T) returns the P x 1 diagonal of the Hessian (see dlhessian for the
     %   order), computed exactly without forming the P x P matrix.
     %   D = DLHESSIANDIAG(..., 'Output', 'table') returns it shaped like NET.Learnables.
-    %   Several minibatches and the options: as dlhessian.
+    %   Several minibatches and the options: as dlhessian ('ModelLoss', @modelLoss: your own loss, computed
+    %   in MATLAB, P Hessian-vector products).
     %
     %   Example:
     %     d = dlhessianDiag(net, X, T, 'Output', 'table');

@@ -10,6 +10,8 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     %     'Method'      'hutch++' (default), 'hutchinson' or 'xtrace'
     %     'Seed'        seed of the random probes (default: [] for a random one); fixes the estimate
     %   For the exact trace of a small network use sum(dlhessianDiag(NET, X, T)).
+    %   With 'ModelLoss', @modelLoss (see dlhessian) the products come from MATLAB itself; 'hutch++' and
+    %   'hutchinson' (Rademacher probes from MATLAB's generator, seeded by 'Seed' and restored after).
     %
     %   Example:
     %     [t, se] = dlhessianTrace(net, X, T, 'NumMatvecs', 60, 'Seed', 1);

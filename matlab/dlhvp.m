@@ -7,7 +7,8 @@ function hv = dlhvp(net, X, T, v, varargin)
     %   'Output', 'table').
     %
     %   HV = DLHVP(NET, {X1, ...}, {T1, ...}, V) uses several minibatches (see dlhessian).
-    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', ...).
+    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', ...; 'ModelLoss', @modelLoss:
+    %   your own loss, differentiated twice by MATLAB itself).
     %
     %   Example:
     %     g = dlfeval(@modelGradients, net, X, T);    % a Learnables-shaped table

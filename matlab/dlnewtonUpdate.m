@@ -10,7 +10,9 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %   Options (also those of dlhessian):
     %     'Damping'    Levenberg-Marquardt damping added to the Hessian (default 1e-3)
     %     'LearnRate'  step length (default 1)
-    %   Dense: for small networks (P up to a few thousand).
+    %   Dense: for small networks (P up to a few thousand). With 'ModelLoss', @modelLoss (see dlhessian)
+    %   MATLAB's pcg solves with Hessian-vector products instead (matrix-free); when pcg meets negative
+    %   curvature it solves with the same shifted Hessian as the Python side.
     %
     %   Example: Newton training of a small regression network
     %     for it = 1:10

@@ -16,9 +16,13 @@ function [opts, onMatlab] = hcBackendOptions(caller, args, extra)
            'Backend', 'auto', @(x) isText(x) && any(strcmpi(char(x), {'auto', 'python', 'matlab'}))};
     opts = hcParseOptions(caller, args, [extra; own]);
     opts.Backend = lower(char(opts.Backend));
-    given = cellfun(@(a) ischar(a) || (isstring(a) && isscalar(a)), args(1:2:end));
-    names = cellfun(@char, args(1:2:end), 'UniformOutput', false);
-    lossGiven = any(given & strcmpi(names, 'Loss'));
+    lossGiven = false;   % explicitly, as 'Loss', value (or a field of an options structure)
+    for i = 1:numel(args)
+        a = args{i};
+        if (isText(a) && mod(i, 2) == 1 && strcmpi(char(a), 'Loss')) || (isstruct(a) && isfield(a, 'Loss'))
+            lossGiven = true;
+        end
+    end
     if ~isempty(opts.ModelLoss)
         if strcmp(opts.Backend, 'python')
             error('hessiancore:invalidOption', ['%s: ''ModelLoss'' is computed in MATLAB by automatic ', ...

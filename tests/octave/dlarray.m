@@ -210,6 +210,13 @@ classdef dlarray
             out = dlarray.record('mtimes', {a, b}, da * db, '', []);
         end
 
+        function out = mpower(a, b)
+            if numel(a) ~= 1 || numel(b) ~= 1
+                error('dlarray:notImplemented', 'the dlarray double raises scalars to scalar powers only (use .^)');
+            end
+            out = power(a, b);
+        end
+
         function out = mrdivide(a, b)
             if numel(b) ~= 1
                 error('dlarray:notImplemented', 'the dlarray double divides by scalars only');
@@ -454,7 +461,7 @@ classdef dlarray
 
         function tf = tracing()
             global hcDlarrayTrace
-            tf = isstruct(hcDlarrayTrace) && isfield(hcDlarrayTrace, 'Active') && hcDlarrayTrace.Active;
+            tf = ~isempty(hcDlarrayTrace) && hcDlarrayTrace.Active;
         end
 
         function x = leaf(x)
@@ -470,7 +477,8 @@ classdef dlarray
 
         function tf = isTraced(x)
             global hcDlarrayTrace
-            tf = isa(x, 'dlarray') && x.Id > 0 && dlarray.tracing() && x.Trace == hcDlarrayTrace.Number;
+            tf = isa(x, 'dlarray') && x.Id > 0 && ~isempty(hcDlarrayTrace) && hcDlarrayTrace.Active && ...
+                 x.Trace == hcDlarrayTrace.Number;
         end
 
         function grads = backprop(y, xs, higher, retain)
@@ -570,18 +578,25 @@ classdef dlarray
 
         function out = record(op, inputs, data, fmt, aux)
             % The result of an operation; a node of the trace when an operand is traced (or op is 'leaf').
+            % (The hot path of the double: kept free of further method calls.)
             global hcDlarrayTrace
-            out = dlarray.wrap(data, fmt);
-            if ~dlarray.tracing() || ~hcDlarrayTrace.Recording
+            out = dlarray();
+            out.Data = data;
+            out.Format = fmt;
+            if isempty(hcDlarrayTrace) || ~hcDlarrayTrace.Active || ~hcDlarrayTrace.Recording
                 return
             end
-            parents = zeros(1, 0);
+            number = hcDlarrayTrace.Number;
+            parents = zeros(1, numel(inputs));
+            count = 0;
             for k = 1:numel(inputs)
-                if dlarray.isTraced(inputs{k})
-                    parents(end + 1) = inputs{k}.Id; %#ok<AGROW>
+                in = inputs{k};
+                if isa(in, 'dlarray') && in.Id > 0 && in.Trace == number
+                    count = count + 1;
+                    parents(count) = in.Id;
                 end
             end
-            if isempty(parents) && ~strcmp(op, 'leaf')
+            if count == 0 && ~strcmp(op, 'leaf')
                 return
             end
             if ~isreal(data)
@@ -598,13 +613,13 @@ classdef dlarray
                 hcDlarrayTrace.Discarded(2 * grow) = false;
             end
             out.Id = n;
-            out.Trace = hcDlarrayTrace.Number;
+            out.Trace = number;
             hcDlarrayTrace.Count = n;
             hcDlarrayTrace.Ops{n} = op;
             hcDlarrayTrace.Inputs{n} = inputs;
             hcDlarrayTrace.Outputs{n} = out;
             hcDlarrayTrace.Aux{n} = aux;
-            hcDlarrayTrace.Parents{n} = parents;
+            hcDlarrayTrace.Parents{n} = parents(1:count);
         end
 
         function parts = backward(op, in, out, aux, gy)
