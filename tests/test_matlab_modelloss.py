@@ -410,7 +410,7 @@ def test_modelloss_trace_hutchpp_exact_when_the_sketch_spans(eng, tanh_case):
 
 @pytest.mark.parametrize("method, matvecs", [("hutchinson", 2), ("hutch++", 6)])
 def test_modelloss_trace_is_unbiased_over_seeds(eng, method, matvecs):
-    """Over 40 seeds the mean of the estimates is within 4 standard errors (of that mean) of the exact
+    """Over 30 seeds the mean of the estimates is within 4 standard errors (of that mean) of the exact
     trace from torch; the seeds give different estimates, the same seed the same one, and the caller's
     random stream is left where it was."""
     eng.eval(f"""
@@ -419,8 +419,8 @@ def test_modelloss_trace_is_unbiased_over_seeds(eng, method, matvecs):
         uX = dlarray(randn(2, 6), 'CB'); uT = dlarray(randn(1, 6), 'CB'); uSpec = dlnetworkToSpec(uNet);
         uXd = extractdata(uX); uTd = extractdata(uT);
         rng(11, 'twister'); uBefore = rand(1, 3); rng(11, 'twister');
-        uEst = zeros(1, 40);
-        for s = 1:40
+        uEst = zeros(1, 30);
+        for s = 1:30
             uEst(s) = dlhessianTrace(uNet, uX, uT, 'ModelLoss', @hcmlMse, 'Method', '{method}', ...
                                      'NumMatvecs', {matvecs}, 'Seed', s);
         end

@@ -11,9 +11,9 @@ function prob = hcModelProblem(net, X, T, opts)
     %              when Mean, else sum(L_b). Weights are the observations of each minibatch (size of X
     %              along 'B', 1 without one) for NormalizationFactor 'batch-size' (default), numel(T_b)
     %              for 'all-elements'; 'none' (a loss summed over observations) adds the losses.
-    %     Sizes, Counts, P, Theta (the learnables as one P x 1 double vector), DataType, Name
-    %   The first minibatch is evaluated once (loss and gradient) so that a function that cannot be
-    %   differentiated fails here with a named error.
+    %     Sizes, Counts, P, Theta (the learnables as one P x 1 double vector), DataType, Name,
+    %     MemoryBudget
+    %   Nothing is evaluated here: hcModelEval names the errors of the first evaluation.
     if ~isobject(net) || ~isprop(net, 'Learnables')
         error('hessiancore:invalidInput', 'NET must be a dlnetwork, got a %s', class(net));
     end
@@ -73,7 +73,6 @@ function prob = hcModelProblem(net, X, T, opts)
     end
     prob.Theta = vertcat(parts{:});
     prob.Net = hcWithValues(net, cast);
-    hcModelEval(prob, 'gradient', 1);
 end
 
 function [fcn, name, norm] = lossFunction(opts, named)

@@ -484,6 +484,13 @@ classdef dlarray
         function grads = backprop(y, xs, higher, retain)
             % Gradients of the traced scalar y with respect to the traced dlarray objects in the cell xs.
             global hcDlarrayTrace
+            number = hcDlarrayTrace.Number;
+            ops = hcDlarrayTrace.Ops;
+            parentsOf = hcDlarrayTrace.Parents;
+            inputsOf = hcDlarrayTrace.Inputs;
+            outputsOf = hcDlarrayTrace.Outputs;
+            auxOf = hcDlarrayTrace.Aux;
+            discarded = hcDlarrayTrace.Discarded;
             ids = cellfun(@(x) x.Id, xs);
             yid = y.Id;
             lowest = min(ids);
@@ -491,7 +498,7 @@ classdef dlarray
             depends(ids(ids <= yid)) = true;
             for id = lowest + 1:yid
                 if ~depends(id)
-                    parents = hcDlarrayTrace.Parents{id};
+                    parents = parentsOf{id};
                     depends(id) = any(depends(parents(parents >= lowest)));
                 end
             end
@@ -499,42 +506,41 @@ classdef dlarray
             wanted(ids(ids <= yid)) = true;
             processed = false(1, yid);
             pending = cell(1, yid);
+            has = false(1, yid);
             if depends(yid)
                 pending{yid} = dlarray.wrap(ones(size(y.Data), 'like', y.Data), '');
+                has(yid) = true;
             end
             wasRecording = hcDlarrayTrace.Recording;
             hcDlarrayTrace.Recording = higher;
             try
                 for id = yid:-1:lowest
-                    if isempty(pending{id}) || ~depends(id)
+                    if ~has(id) || ~depends(id) || strcmp(ops{id}, 'leaf')
                         continue
                     end
-                    op = hcDlarrayTrace.Ops{id};
-                    if strcmp(op, 'leaf')
-                        continue
-                    end
-                    if hcDlarrayTrace.Discarded(id)
+                    if discarded(id)
                         error('dlgradient:traceDiscarded', ['the derivative trace was discarded by an earlier ', ...
                                                             'dlgradient call (RetainData false); use ', ...
                                                             '''RetainData'', true there']);
                     end
                     processed(id) = true;
-                    inputs = hcDlarrayTrace.Inputs{id};
-                    parts = dlarray.backward(op, inputs, hcDlarrayTrace.Outputs{id}, hcDlarrayTrace.Aux{id}, ...
-                                             pending{id});
+                    inputs = inputsOf{id};
+                    parts = dlarray.backward(ops{id}, inputs, outputsOf{id}, auxOf{id}, pending{id});
                     for k = 1:numel(inputs)
                         in = inputs{k};
-                        if isempty(parts{k}) || ~dlarray.isTraced(in) || ~depends(in.Id)
+                        if isempty(parts{k}) || ~isa(in, 'dlarray') || in.Id == 0 || in.Trace ~= number || ...
+                           ~depends(in.Id)
                             continue
                         end
                         g = parts{k};
                         if ~strcmp(g.Format, in.Format)
                             g = dlarray.record('relabel', {g}, g.Data, in.Format, []);
                         end
-                        if isempty(pending{in.Id})
-                            pending{in.Id} = g;
-                        else
+                        if has(in.Id)
                             pending{in.Id} = pending{in.Id} + g;
+                        else
+                            pending{in.Id} = g;
+                            has(in.Id) = true;
                         end
                     end
                     if ~higher && ~wanted(id)
@@ -552,7 +558,7 @@ classdef dlarray
             grads = cell(size(xs));
             for i = 1:numel(xs)
                 x = xs{i};
-                if x.Id <= yid && ~isempty(pending{x.Id})
+                if x.Id <= yid && has(x.Id)
                     g = pending{x.Id};
                     if ~strcmp(g.Format, x.Format)
                         g = dlarray.record('relabel', {g}, g.Data, x.Format, []);
