@@ -94,6 +94,25 @@ HELPERS = {
                 H(:, i) = extractdata(dlgradient(g(i), x, 'RetainData', i < n));
             end
         end""",
+    "hcmlFlat": """
+        function v = hcmlFlat(tbl)
+            % [Value{1}(:); Value{2}(:); ...] of a Learnables-shaped table, as doubles.
+            parts = cellfun(@(x) double(extractdata(x(:))), tbl.Value, 'UniformOutput', false);
+            v = vertcat(parts{:});
+        end""",
+    "hcmlTable": """
+        function tbl = hcmlTable(net, v)
+            % The vector v (Learnables order, column-major) as a Learnables-shaped table of dlarray values.
+            tbl = net.Learnables;
+            values = tbl.Value;
+            offset = 0;
+            for i = 1:numel(values)
+                n = numel(values{i});
+                values{i} = dlarray(reshape(v(offset + 1:offset + n), size(values{i})));
+                offset = offset + n;
+            end
+            tbl.Value = values;
+        end""",
     "hcmlRosenbrock": """
         function [y, dydx] = hcmlRosenbrock(x)
             y = 100 * (x(2) - x(1).^2).^2 + (1 - x(1)).^2;
@@ -325,8 +344,8 @@ def tanh_case(eng):
         mDtW = extractdata(mDt.Value{1});
         mV = (1:26)' / 26;
         mHv = dlhvp(mNet, mX, mT, mV, 'ModelLoss', @hcmlMse);
-        mHvT = dlhvp(mNet, mX, mT, hcToLearnables(mNet, mV, false), 'ModelLoss', @hcmlMse);
-        mHvTisTable = isa(mHvT, 'table'); mHvTflat = hcFromLearnables(mNet, mHvT, 'hv');
+        mHvT = dlhvp(mNet, mX, mT, hcmlTable(mNet, mV), 'ModelLoss', @hcmlMse);
+        mHvTisTable = isa(mHvT, 'table'); mHvTflat = hcmlFlat(mHvT);
         mHt = dlhessian(mNet, mX, mT, 'ModelLoss', @hcmlMse, 'Output', 'table');
         mHtB2 = extractdata(mHt.Value{4});
         mSpecAfter = dlnetworkToSpec(mNet);
@@ -591,7 +610,9 @@ def test_example_train_with_hessian_runs_with_modelloss(tmp_path):
     (tmp_path / "example.m").write_text(text[:split])
     (tmp_path / "driver.m").write_text(
         f"addpath('{ROOT / 'matlab'}'); addpath('{ROOT / 'tests' / 'octave'}');\n"
-        "run('example.m'); theta = hcFromLearnables(net, net.Learnables, 'theta');\n"
+        "run('example.m');\n"
+        "theta = cellfun(@(x) double(extractdata(x(:))), net.Learnables.Value, 'UniformOutput', false);\n"
+        "theta = vertcat(theta{:});\n"
         "Xd = double(extractdata(X)); Td = double(extractdata(T));\n"
         "save('-v7', 'out.mat', 'theta', 'Xd', 'Td', 'top', 'tr', 'iteration');\n")
     proc = subprocess.run([exe, "--no-gui", "--quiet", "--no-init-file", "driver.m"], cwd=tmp_path,
