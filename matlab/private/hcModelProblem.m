@@ -146,10 +146,10 @@ function x = prepare(x, fmt, type, what, named, isX)
         if isempty(own)
             own = fmt;
         end
-        x = dlarray(castTo(extractdata(x), type), own);
+        x = formatted(castTo(extractdata(x), type), own);
     elseif isnumeric(x) || islogical(x)
         if ~isempty(fmt)
-            x = dlarray(castTo(x, type), fmt);
+            x = formatted(castTo(x, type), fmt);
         elseif isX
             x = dlarray(castTo(x, type));
         else
@@ -168,8 +168,17 @@ end
 function x = castTo(x, type)
     % A numeric array (or gpuArray, which stays on the GPU) in TYPE; dlarray values stay dlarray objects.
     if isa(x, 'dlarray')
-        x = dlarray(cast(extractdata(x), type), dims(x));
+        x = formatted(cast(extractdata(x), type), dims(x));
     else
         x = cast(x, type);
+    end
+end
+
+function x = formatted(data, fmt)
+    % dlarray(data, fmt), or unformatted for an empty fmt (never dlarray(data, '')).
+    if isempty(fmt)
+        x = dlarray(data);
+    else
+        x = dlarray(data, fmt);
     end
 end
