@@ -11,8 +11,8 @@ function bytes = hcMemoryBudget(budget)
                 user = memory();
                 bytes = user.MemAvailableAllArrays / 2;
             elseif exist('/proc/meminfo', 'file')
-                text = fileread('/proc/meminfo');
-                kb = regexp(text, 'MemAvailable:\s*(\d+)', 'tokens', 'once');
+                meminfo = fileread('/proc/meminfo');
+                kb = regexp(meminfo, 'MemAvailable:\s*(\d+)', 'tokens', 'once');
                 if ~isempty(kb)
                     bytes = str2double(kb{1}) * 1024 / 2;
                 end

@@ -107,7 +107,7 @@ function v = flatten(values)
     v = vertcat(parts{:});
 end
 
-function text = notTwiceDifferentiable(net)
+function note = notTwiceDifferentiable(net)
     % Layers whose operations MATLAB documents as having no higher-order derivatives (gru, lstm, embed,
     % as of R2024a: MathWorks Answers 587696 and the dlgradient page's limitations).
     classes = {'LSTMLayer', 'BiLSTMLayer', 'GRULayer', 'LSTMProjectedLayer', 'GRUProjectedLayer', ...
@@ -122,10 +122,10 @@ function text = notTwiceDifferentiable(net)
         end
     end
     if isempty(found)
-        text = ['. MATLAB documents no higher-order derivatives through gru, lstm, embed, prod and interp1 ', ...
+        note = ['. MATLAB documents no higher-order derivatives through gru, lstm, embed, prod and interp1 ', ...
                 '(R2024a) nor through custom layers with a custom backward function.'];
     else
-        text = sprintf(['. Layers of this network that MATLAB documents as not supporting higher-order ', ...
+        note = sprintf(['. Layers of this network that MATLAB documents as not supporting higher-order ', ...
                         'derivatives: %s.'], strjoin(found, ', '));
     end
 end

@@ -32,7 +32,7 @@ function prob = hcModelProblem(net, X, T, opts)
         error('hessiancore:invalidInput', 'X is an empty cell array; give at least one minibatch');
     end
     named = isempty(opts.ModelLoss);
-    [prob.Loss, prob.Name, norm] = lossFunction(opts, named);
+    [prob.Loss, prob.Name, normalization] = lossFunction(opts, named);
     M = numel(X);
     prob.X = cell(1, M);
     prob.T = cell(1, M);
@@ -40,7 +40,7 @@ function prob = hcModelProblem(net, X, T, opts)
     for b = 1:M
         prob.X{b} = prepare(X{b}, opts.DataFormat, prob.DataType, sprintf('X{%d}', b), named, true);
         prob.T{b} = prepare(T{b}, opts.TargetFormat, prob.DataType, sprintf('T{%d}', b), named, false);
-        switch norm
+        switch normalization
             case 'batch-size'
                 if isa(prob.X{b}, 'dlarray') && ~isempty(dims(prob.X{b}))
                     batch = finddim(prob.X{b}, 'B');
@@ -56,12 +56,12 @@ function prob = hcModelProblem(net, X, T, opts)
                 prob.Weights(b) = numel(prob.T{b});
         end
     end
-    prob.Mean = ~strcmp(norm, 'none');
+    prob.Mean = ~strcmp(normalization, 'none');
     [prob.Sizes, prob.Counts] = hcLearnableSizes(net);
     prob.P = sum(prob.Counts);
     values = net.Learnables.Value;
     parts = cell(numel(values), 1);
-    cast = cell(numel(values), 1);
+    copies = cell(numel(values), 1);
     for i = 1:numel(values)
         v = values{i};
         if isa(v, 'dlarray')
@@ -69,20 +69,20 @@ function prob = hcModelProblem(net, X, T, opts)
         end
         parts{i} = hcToDouble(v);
         parts{i} = parts{i}(:);
-        cast{i} = castTo(v, prob.DataType);
+        copies{i} = castTo(v, prob.DataType);
     end
     prob.Theta = vertcat(parts{:});
-    prob.Net = hcWithValues(net, cast);
+    prob.Net = hcWithValues(net, copies);
 end
 
-function [fcn, name, norm] = lossFunction(opts, named)
+function [fcn, name, normalization] = lossFunction(opts, named)
     lossOpts = opts.LossOptions;
-    norm = 'batch-size';
+    normalization = 'batch-size';
     if isfield(lossOpts, 'NormalizationFactor')
-        norm = lower(char(lossOpts.NormalizationFactor));
-        if ~any(strcmp(norm, {'batch-size', 'all-elements', 'none'}))
+        normalization = lower(char(lossOpts.NormalizationFactor));
+        if ~any(strcmp(normalization, {'batch-size', 'all-elements', 'none'}))
             error('hessiancore:invalidOption', ['NormalizationFactor must be ''batch-size'', ''all-elements'' or ', ...
-                                                '''none'' for the MATLAB backend; got ''%s'''], norm);
+                                                '''none'' for the MATLAB backend; got ''%s'''], normalization);
         end
     end
     if ~named
