@@ -6,7 +6,10 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %   [V, D, INFO] = ... INFO has Values (K x 1) and Residuals (K x 1, ||H v - lambda v|| per pair),
     %   which certify each pair.
     %
-    %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large.
+    %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large. With
+    %   'ModelLoss', @modelLoss (see dlhessian) MATLAB's eigs runs on a function handle of products by
+    %   double backpropagation (a small Hessian, P <= max(20, 2K + 2), is formed and eig'ed); the
+    %   residuals are recomputed in the same way.
     %   Options (also those of dlhessian):
     %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
     %                also the short names 'LA', 'SA', 'LM', 'BE'
@@ -27,9 +30,14 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     end
     names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
     isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
-    opts = hcParseOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    [opts, onMatlab] = hcBackendOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
     [row, ~] = find(strcmpi(names, opts.Which), 1);
-    res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
+    kwargs = struct('k', k, 'which', names{row, 2});
+    if onMatlab
+        res = hcMatlabBackend('eigs', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, kwargs), opts);
+    end
     values = res.values(:);
     switch names{row, 2}
         case 'SA'

@@ -10,6 +10,8 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     %     'Method'      'hutch++' (default), 'hutchinson' or 'xtrace'
     %     'Seed'        seed of the random probes (default: [] for a random one); fixes the estimate
     %   For the exact trace of a small network use sum(dlhessianDiag(NET, X, T)).
+    %   With 'ModelLoss', @modelLoss (see dlhessian) the products come from MATLAB itself; 'hutch++' and
+    %   'hutchinson' (Rademacher probes from MATLAB's generator, seeded by 'Seed' and restored after).
     %
     %   Example:
     %     [t, se] = dlhessianTrace(net, X, T, 'NumMatvecs', 60, 'Seed', 1);
@@ -19,9 +21,13 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     extra = {'NumMatvecs', 100, isCount; ...
              'Method', 'hutch++', @(x) ischar(x) || (isstring(x) && isscalar(x)); ...
              'Seed', [], @(x) isempty(x) || (isnumeric(x) && isscalar(x) && x >= 0 && x == round(x))};
-    opts = hcParseOptions('dlhessianTrace', varargin, extra);
+    [opts, onMatlab] = hcBackendOptions('dlhessianTrace', varargin, extra);
     kwargs = struct('num_matvecs', opts.NumMatvecs, 'method', char(opts.Method), 'seed', opts.Seed);
-    res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
+    if onMatlab
+        res = hcMatlabBackend('trace', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
+    end
     t = res.trace;
     se = res.stderr;
     info = struct('Trace', res.trace, 'StdErr', res.stderr, 'NumMatvecs', res.num_matvecs);

@@ -7,14 +7,15 @@ function hv = dlhvp(net, X, T, v, varargin)
     %   'Output', 'table').
     %
     %   HV = DLHVP(NET, {X1, ...}, {T1, ...}, V) uses several minibatches (see dlhessian).
-    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', ...).
+    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', ...; 'ModelLoss', @modelLoss:
+    %   your own loss, differentiated twice by MATLAB itself).
     %
     %   Example:
     %     g = dlfeval(@modelGradients, net, X, T);    % a Learnables-shaped table
     %     Hg = dlhvp(net, X, T, g);                    % curvature along the gradient, same shape
     %
     %   See also dlhessian, dlhessianEigs.
-    opts = hcParseOptions('dlhvp', varargin);
+    [opts, onMatlab] = hcBackendOptions('dlhvp', varargin);
     if isa(v, 'table')
         opts.Output = 'table';
     end
@@ -22,7 +23,11 @@ function hv = dlhvp(net, X, T, v, varargin)
     if size(vec, 2) ~= 1
         error('hessiancore:invalidInput', 'dlhvp: V must be one vector; got %d columns', size(vec, 2));
     end
-    hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    if onMatlab
+        hv = hcMatlabBackend('hvp', net, X, T, opts, {vec});
+    else
+        hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    end
     if strcmp(opts.Output, 'table')
         hv = hcToLearnables(net, hv, false);
     end

@@ -10,7 +10,9 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %   Options (also those of dlhessian):
     %     'Damping'    Levenberg-Marquardt damping added to the Hessian (default 1e-3)
     %     'LearnRate'  step length (default 1)
-    %   Dense: for small networks (P up to a few thousand).
+    %   Dense: for small networks (P up to a few thousand). With 'ModelLoss', @modelLoss (see dlhessian)
+    %   MATLAB's pcg solves with Hessian-vector products instead (matrix-free); when pcg meets negative
+    %   curvature it solves with the same shifted Hessian as the Python side.
     %
     %   Example: Newton training of a small regression network
     %     for it = 1:10
@@ -21,9 +23,13 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %   See also dlhessian, updateLearnables.
     isNonneg = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x >= 0;
     isPos = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x > 0;
-    opts = hcParseOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
+    [opts, onMatlab] = hcBackendOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
     kwargs = struct('damping', opts.Damping, 'lr', opts.LearnRate);
-    res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    if onMatlab
+        res = hcMatlabBackend('newton_update', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    end
     net = updateLearnables(net, res.values);
     info = struct('LossBefore', res.loss_before, 'LossAfter', res.loss_after);
 end

@@ -5,7 +5,8 @@ classdef dlnetwork
     %   sizes are inferred, learnables are initialized (Glorot, single) unless given, and
     %   Learnables/State are tables with variables Layer, Parameter, Value (Value a cell of dlarray).
     %   Connections is a table with Source and Destination. predict/forward run the layers in order on
-    %   'CB' data (the layers the double can evaluate: input, fc, relu, leakyrelu, tanh, sigmoid, softmax).
+    %   formatted dlarray data with dlarray operations, so that they are traced inside dlfeval (the layers
+    %   the double can evaluate: feature input, fc, flatten, relu, leakyrelu, tanh, sigmoid, softmax).
     properties
         Learnables
         State
@@ -83,27 +84,31 @@ classdef dlnetwork
         end
 
         function Y = predict(net, X)
-            if ~isa(X, 'dlarray') || ~strcmp(dims(X), 'CB')
-                error('dlnetwork:predict', 'the double predicts on formatted ''CB'' dlarray input only');
+            % The layers in order on a formatted dlarray, with the learnables as they are (dlarray
+            % values; traced inside dlfeval, so that dlgradient differentiates through the network).
+            if ~isa(X, 'dlarray') || isempty(dims(X))
+                error('dlnetwork:predict', 'the double predicts on formatted dlarray input only');
             end
-            Y = extractdata(X);
+            Y = X;
             tbl = net.Learnables;
             layerOf = tbl.Layer;
+            values = tbl.Value;
+            params = tbl.Parameter;
             for i = 1:numel(net.Layers)
                 layer = net.Layers(i);
                 p = struct();
                 rows = find(strcmp(layerOf, layer.Name));
                 for r = rows(:)'
-                    p.(tbl.Parameter{r}) = extractdata(tbl.Value{r});
+                    p.(params{r}) = values{r};
                 end
                 Y = layer.predictLayer(Y, p);
             end
-            Y = dlarray(Y, 'CB');
         end
 
-        function Y = forward(net, X)
+        function [Y, state] = forward(net, X)
             % No dropout or batch normalization in the layers the double evaluates: same as predict.
             Y = predict(net, X);
+            state = net.State;
         end
 
     end

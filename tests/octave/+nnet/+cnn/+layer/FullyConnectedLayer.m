@@ -1,6 +1,6 @@
 classdef FullyConnectedLayer < nnet.cnn.layer.Layer
     % Test double of fullyConnectedLayer: Weights OutputSize x InputSize, Bias OutputSize x 1,
-    % Y = Weights * X(:, b) + Bias for 'CB' input (the only input the double predicts on).
+    % Y = fullyconnect(X, Weights, Bias): Weights * X(:, b) + Bias for each observation b.
     properties
         InputSize = 'auto'
         OutputSize = []
@@ -46,7 +46,8 @@ classdef FullyConnectedLayer < nnet.cnn.layer.Layer
         end
 
         function Y = predictLayer(~, X, p)
-            Y = p.Weights * X + p.Bias;
+            % fullyconnect (dlarray.fullyconnect page): 'CB' output, differentiable in X, Weights, Bias.
+            Y = fullyconnect(X, p.Weights, p.Bias);
         end
 
     end

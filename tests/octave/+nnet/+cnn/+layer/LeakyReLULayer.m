@@ -9,7 +9,7 @@ classdef LeakyReLULayer < nnet.cnn.layer.Layer
     methods
 
         function Y = predictLayer(layer, X, ~)
-            Y = max(X, 0) + layer.Scale * min(X, 0);
+            Y = leakyrelu(X, layer.Scale);
         end
 
     end
