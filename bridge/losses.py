@@ -33,8 +33,16 @@ from hessian_core.errors import InvalidInputError
 
 from .layout import channel_dim_of
 
+#: The one list of loss names (the MATLAB help, functionSignatures.json and the tests are checked against it).
 LOSSES = ("mse", "l2loss", "l1loss", "huber", "crossentropy", "binary-crossentropy", "index-crossentropy")
 _REGRESSION = ("l2loss", "l1loss", "huber")
+_PROBABILITY = ("crossentropy", "binary-crossentropy", "index-crossentropy")
+
+
+def default_loss(output_class: str) -> str:
+    """The loss used when none is named, from the class of the network's output layer (the one rule, said
+    in every wrapper's help): 'crossentropy' after a softmaxLayer, else 'mse'."""
+    return "crossentropy" if output_class.rsplit(".", 1)[-1] == "SoftmaxLayer" else "mse"
 
 
 class MatlabLoss:
@@ -69,6 +77,22 @@ class MatlabLoss:
 
     def __repr__(self) -> str:
         return f"MatlabLoss({self.name!r}, NormalizationFactor={self.norm!r})"
+
+    def check_outputs(self, Y: torch.Tensor, output: str) -> None:
+        """Refuse outputs a probability loss cannot take (before any work): crossentropy, as MATLAB defines
+        it, takes probabilities; on other values it is not a loss but a NaN or a wrong number."""
+        if self.name not in _PROBABILITY or Y.numel() == 0:
+            return
+        lo, hi = float(Y.min()), float(Y.max())
+        upper = 1.0 + 1e-6
+        if lo >= 0 and hi <= upper:
+            return
+        layer = "sigmoidLayer" if self.multilabel else "softmaxLayer"
+        raise InvalidInputError(
+            f"{self.name} takes probabilities, but the network output ({output}) has values in "
+            f"[{lo:.4g}, {hi:.4g}]. End the network with a {layer}"
+            + ("" if self.multilabel else " (sigmoidLayer for 'binary-crossentropy' or ClassificationMode "
+               "'multilabel')") + ", or choose a loss for unbounded outputs such as 'mse'")
 
     # -- the core's normalization contract ---------------------------------------------------------
     def count(self, inputs, targets) -> float:

@@ -26,8 +26,7 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
         error('hessiancore:invalidInput', 'dlhessianEigs: K must be a positive integer');
     end
     names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
-    isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
-    opts = hcParseOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    opts = hcParseOptions('dlhessianEigs', varargin);
     [row, ~] = find(strcmpi(names, opts.Which), 1);
     res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
     values = res.values(:);

@@ -15,12 +15,8 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     %     [t, se] = dlhessianTrace(net, X, T, 'NumMatvecs', 60, 'Seed', 1);
     %
     %   See also dlhessianDiag, dlhessianEigs.
-    isCount = @(x) isnumeric(x) && isscalar(x) && x >= 1 && x == round(x);
-    extra = {'NumMatvecs', 100, isCount; ...
-             'Method', 'hutch++', @(x) ischar(x) || (isstring(x) && isscalar(x)); ...
-             'Seed', [], @(x) isempty(x) || (isnumeric(x) && isscalar(x) && x >= 0 && x == round(x))};
-    opts = hcParseOptions('dlhessianTrace', varargin, extra);
-    kwargs = struct('num_matvecs', opts.NumMatvecs, 'method', char(opts.Method), 'seed', opts.Seed);
+    opts = hcParseOptions('dlhessianTrace', varargin);
+    kwargs = struct('num_matvecs', opts.NumMatvecs, 'method', opts.Method, 'seed', opts.Seed);
     res = hcCallPython(hcRequest('trace', net, X, T, opts, {}, kwargs), opts);
     t = res.trace;
     se = res.stderr;

@@ -19,9 +19,7 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %     end
     %
     %   See also dlhessian, updateLearnables.
-    isNonneg = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x >= 0;
-    isPos = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x > 0;
-    opts = hcParseOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
+    opts = hcParseOptions('dlnewtonUpdate', varargin);
     kwargs = struct('damping', opts.Damping, 'lr', opts.LearnRate);
     res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
     net = updateLearnables(net, res.values);

@@ -79,17 +79,17 @@ def test_cli_subprocess_transport_multi_minibatch_and_setup(tmp_path, worker):
         X1 = randn(3, 3); X2 = randn(3, 5); T1 = randn(2, 3); T2 = randn(2, 5);
         H = dlhessian(net, {dlarray(X1, 'CB'), dlarray(X2, 'CB')}, {dlarray(T1, 'CB'), dlarray(T2, 'CB')}, ...
                       'Transport', 'subprocess');
-        theta = hcFromLearnables(net, net.Learnables, 'theta');
-        v = hcToLearnables(net, (1:26)' / 26, false);
+        theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta');
+        v = hcTestPrivate('hcToLearnables', net, (1:26)' / 26, false);
         hvT = dlhvp(net, {X1, X2}, {T1, T2}, v, 'DataFormat', 'CB', 'TargetFormat', 'CB');
-        hv = hcFromLearnables(net, hvT, 'hv');
+        hv = hcTestPrivate('hcFromLearnables', net, hvT, 'hv');
         hvIsTable = isa(hvT, 'table');
         setupOk = info.Ok; setupTransport = info.Transport; setupPython = info.PythonVersion;
         save('-v7', 'out.mat', 'H', 'X1', 'X2', 'T1', 'T2', 'theta', 'hv', 'hvIsTable', 'setupOk', ...
              'setupTransport', 'setupPython');
     """, tmp_path, **worker)
     out = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)
-    assert out["setupOk"] and out["setupTransport"] == "subprocess"
+    assert out["setupOk"] and out["setupTransport"] == "server"
     assert out["setupPython"] == ".".join(map(str, sys.version_info[:3]))
     theta = torch.as_tensor(out["theta"], dtype=torch.float64)
     X = torch.as_tensor(np.hstack([out["X1"], out["X2"]]))
@@ -129,7 +129,7 @@ def test_example_newton_regression(tmp_path, worker):
 def test_example_eigenvalues_along_training(tmp_path, worker):
     script = example("eigenvaluesAlongTraining.m", tmp_path,
                      **{"numEpochs = 6;": "numEpochs = 2;", "'NumMatvecs', 30": "'NumMatvecs', 9"})
-    run_octave(f"run('{script}'); theta = hcFromLearnables(net, net.Learnables, 'theta'); "
+    run_octave(f"run('{script}'); theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta'); "
                "save('-v7', 'out.mat', 'largest', 'smallest', 'traces', 'losses', 'features', 'targets', 'theta');",
                tmp_path, **worker)
     res = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)

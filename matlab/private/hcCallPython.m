@@ -1,34 +1,33 @@
 function result = hcCallPython(req, opts)
     % HCCALLPYTHON  Send a request to the Python bridge and return its result (internal).
     %   RESULT = HCCALLPYTHON(REQ, OPTS) writes REQ (see hcRequest) to a -v7 .mat file, has Python run
-    %   bridge.transport.matfile on it through the transport OPTS.Transport ('subprocess': a separate
-    %   'python -m' process, works in MATLAB and Octave with any Python; 'py': MATLAB's own py. interface,
-    %   in-process or out-of-process as pyenv says; 'server': a running Python worker, see
-    %   hcTransportServer; 'auto': hessiancoreSetup's choice, else 'subprocess'),
-    %   reads the response file and returns its Result. A Python exception becomes a MATLAB error with
-    %   the identifier the bridge chose ('hessiancore:invalidInput', 'hessiancore:memoryBudget', ...).
+    %   bridge.transport.matfile on it through the transport OPTS.Transport, reads the response file and
+    %   returns its Result. Transports:
+    %     'server'      (default) a persistent Python worker, started on first use and reused (see
+    %                   hcTransportServer): the Python start-up is paid once per session
+    %     'subprocess'  a separate 'python -m' process per call (seconds each: it imports PyTorch)
+    %     'py'          MATLAB's own py. interface, in-process or out-of-process as pyenv says
+    %     'auto'        hessiancoreSetup's saved choice (or HESSIANCORE_TRANSPORT), else 'server'
+    %   A Python exception becomes a MATLAB error with the identifier the bridge chose
+    %   ('hessiancore:invalidInput', 'hessiancore:memoryBudget', ...).
     transport = opts.Transport;
     if strcmp(transport, 'auto')
-        transport = hcPreference('Transport', 'subprocess');
+        transport = lower(hcPreference('Transport', 'server'));
     end
     reqFile = [tempname(), '_hcrequest.mat'];
     respFile = [tempname(), '_hcresponse.mat'];
     cleanup = onCleanup(@() deleteFiles({reqFile, respFile}));
-    save(reqFile, '-struct', 'req', '-v7');
+    hcSaveRequest(reqFile, req);
     switch transport
+        case 'server'
+            hcTransportServer(reqFile, respFile, opts.Python);
         case 'subprocess'
             hcTransportSubprocess(reqFile, respFile, opts.Python);
         case 'py'
             hcTransportPy(reqFile, respFile);
-        case 'server'
-            timeout = hcPreference('ServerTimeout', 600);
-            if ischar(timeout)
-                timeout = str2double(timeout);
-            end
-            hcTransportServer(reqFile, respFile, hcPreference('ServerFolder', ''), timeout);
         otherwise
-            error('hessiancore:invalidOption', 'unknown Transport ''%s''; use ''subprocess'', ''py'' or ''server''', ...
-                  transport);
+            error('hessiancore:invalidOption', ['unknown Transport ''%s''; use ''server'', ''subprocess'' ', ...
+                                                'or ''py'''], transport);
     end
     if ~exist(respFile, 'file')
         error('hessiancore:transport', 'Python wrote no response (%s transport); run hessiancoreSetup to check', ...

@@ -26,10 +26,11 @@ function req = hcRequest(fcn, net, X, T, opts, args, kwargs)
     if xd.Multi ~= td.Multi || numel(xd.Data) ~= numel(td.Data)
         error('hessiancore:invalidInput', 'X and T must both be one minibatch or cell arrays of the same length');
     end
+    [spec, xd] = hcApplyNormalization(net, dlnetworkToSpec(net), xd);
     req = struct();
     req.Format = 'hessiancore.request/1';
     req.Function = fcn;
-    req.Spec = dlnetworkToSpec(net);
+    req.Spec = spec;
     req.X = xd.Data;
     req.T = td.Data;
     req.Multi = xd.Multi;
