@@ -40,18 +40,17 @@ COMMON_OPTIONS: dict[str, str | None] = {
     "TargetFormat": "t_format",
     "DataType": "dtype",
     "MemoryBudget": "memory_budget",
-    "Output": None,
     "Transport": None,
     "Python": None,
     "PythonOptions": None,
 }
 
-#: The wrappers' own options, on top of COMMON_OPTIONS.
+#: The wrappers' own options, on top of COMMON_OPTIONS ('Output': matrix or Learnables-shaped table).
 OWN_OPTIONS: dict[str, dict[str, str | None]] = {
-    "dlhessian": {},
-    "dlhvp": {},
-    "dlhessianDiag": {},
-    "dlhessianEigs": {"Which": "which"},
+    "dlhessian": {"Output": None},
+    "dlhvp": {"Output": None},
+    "dlhessianDiag": {"Output": None},
+    "dlhessianEigs": {"Output": None, "Which": "which"},
     "dlhessianTrace": {"NumMatvecs": "num_matvecs", "Method": "method", "Seed": "seed"},
     "dlnewtonUpdate": {"Damping": "damping", "LearnRate": "lr"},
 }
