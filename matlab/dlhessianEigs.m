@@ -7,7 +7,7 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %   which certify each pair.
     %
     %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large.
-    %   Options (also those of dlhessian):
+    %   Options (also those of dlhessian: 'Loss', 'LossOptions', 'DataFormat', 'MemoryBudget', ...):
     %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
     %                also the short names 'LA', 'SA', 'LM', 'BE'
     %   Order, as eigs: the outermost first. 'largest' and 'bothends' descending, 'smallest' ascending,
@@ -15,8 +15,11 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %     'Output'   'table': V as a table shaped like NET.Learnables, row values [size(learnable), K]
     %
     %   Example:
-    %     [V, D] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
+    %     [V, D, info] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
     %     lambda = diag(D);     % sharpness: lambda(1)
+    %     max(info.Residuals)   % ||H v - lambda v||, certifies each pair
     %
     %   See also dlhessian, dlhessianTrace.
     if nargin < 4 || isempty(k)

@@ -5,14 +5,17 @@ function [t, se, info] = dlhessianTrace(net, X, T, varargin)
     %   [T, SE] = ... also returns the standard error of the estimate (0 when exact).
     %   [T, SE, INFO] = ... INFO has Trace, StdErr, NumMatvecs.
     %
-    %   Options (also those of dlhessian):
+    %   Options (also those of dlhessian except 'Output'):
     %     'NumMatvecs'  products to spend (default 100)
     %     'Method'      'hutch++' (default), 'hutchinson' or 'xtrace'
     %     'Seed'        seed of the random probes (default: [] for a random one); fixes the estimate
     %   For the exact trace of a small network use sum(dlhessianDiag(NET, X, T)).
     %
     %   Example:
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
     %     [t, se] = dlhessianTrace(net, X, T, 'NumMatvecs', 60, 'Seed', 1);
+    %     exact = sum(dlhessianDiag(net, X, T));   % P = 26 here: the exact trace is cheap too
     %
     %   See also dlhessianDiag, dlhessianEigs.
     opts = hcParseOptions('dlhessianTrace', varargin);

@@ -14,9 +14,15 @@ function spec = dlnetworkToSpec(net)
     %   double. Every Hessian row, vector and eigenvector that comes back follows the row order of
     %   NET.Learnables, each Value(:) column-major.
     %
+    %   Input normalization given as a function handle cannot cross: Normalization is then the text
+    %   'function_handle: <func2str>', which Python refuses by name (the wrappers apply the handle to X in
+    %   MATLAB before exporting). A property of a supported layer that cannot cross is sent as a
+    %   description, never dropped. The empty State of a stateless network becomes a table with no rows.
+    %
     %   Example:
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) reluLayer fullyConnectedLayer(2)]);
     %     spec = dlnetworkToSpec(net);
-    %     spec.Learnables.Parameter      % e.g. {'Weights', 'Bias', 'Weights', 'Bias'}
+    %     spec.Learnables.Parameter      % {'Weights', 'Bias', 'Weights', 'Bias'}
     %
     %   See also updateLearnables, dlhessian.
     if ~isobject(net) || ~isprop(net, 'Learnables') || ~isprop(net, 'Layers')
