@@ -1,6 +1,6 @@
 """Entry points for MATLAB: curvature of a dlnetwork's loss, in Learnables order, as numpy float64.
 
-Every function takes the network spec (see shared/network-spec.md, any carrier: :mod:`bridge.spec`), the
+Every function takes the network spec (docs/bridge.md, "The network spec"; any carrier: :mod:`bridge.spec`), the
 data ``X`` and targets ``T`` as numeric arrays in the dlarray's own dimension order (``x_format``,
 ``t_format``; ``t_format`` defaults to the network output's format), or as LISTS of minibatches (a MATLAB
 cell array): the result is then over all of them with exact global normalization. Options shared by all:

@@ -1,4 +1,4 @@
-"""Normalize a network spec ('hessiancore.network/1', see shared/network-spec.md) from any carrier.
+"""Normalize a network spec ('hessiancore.network/1', see docs/bridge.md) from any carrier.
 
 A spec reaches Python as a plain dict (Engine API, ``py.``), as ``scipy.io.loadmat(path,
 simplify_cells=True)`` output, as oct2py ``Struct``/``Cell`` objects, with numeric values as numpy arrays,

@@ -12,7 +12,7 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %     'LearnRate'  step length (default 1)
     %   Dense: for small networks (P up to a few thousand).
     %
-    %   Example: Newton training of a small regression network
+    %   Example (Newton training of a small regression network):
     %     net = dlnetwork([featureInputLayer(1) fullyConnectedLayer(8) tanhLayer fullyConnectedLayer(1)]);
     %     x = linspace(-2, 2, 32);  X = dlarray(x, 'CB');  T = dlarray(sin(2 * x), 'CB');
     %     for it = 1:5

@@ -39,8 +39,9 @@ def run_octave(script: str, folder: Path, **env) -> str:
     driver = folder / "driver.m"
     driver.write_text(f"addpath('{ROOT / 'matlab'}'); addpath('{ROOT / 'tests' / 'octave'}');\n"
                       f"setenv('HESSIANCORE_PYTHON', '{sys.executable}');\n" + script)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HESSIANCORE_")}
     proc = subprocess.run([_octave_cli(), "--no-gui", "--quiet", "--no-init-file", str(driver)], cwd=folder,
-                          capture_output=True, text=True, timeout=400, env={**os.environ, **env})
+                          capture_output=True, text=True, timeout=400, env={**base, **env})
     # Octave 7 prints this harmless line at exit after classdef objects were used.
     errors = [ln for ln in proc.stderr.splitlines()
               if "error" in ln and "ignoring const execution_exception" not in ln]
@@ -102,6 +103,39 @@ def test_cli_subprocess_transport_multi_minibatch_and_setup(tmp_path, worker):
     assert not np.allclose(out["H"], (per_batch[0] + per_batch[1]) / 2, rtol=1e-3)  # weighting matters
     assert out["hvIsTable"]
     np.testing.assert_allclose(out["hv"], H @ (np.arange(1, 27) / 26), rtol=1e-9, atol=1e-12)
+
+
+def test_default_transport_starts_one_worker_and_reuses_it(tmp_path):
+    """No transport configured: the first call starts a persistent worker, later calls reuse it (same
+    process, well under a second each), results are exact, and the worker ends with the Octave session."""
+    import json
+    import time
+
+    run_octave("""
+        rand('state', 11); randn('state', 11);
+        net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+        X = randn(3, 5); T = randn(2, 5);
+        theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta');
+        tic; H1 = dlhessian(net, dlarray(X, 'CB'), dlarray(T, 'CB')); first = toc;
+        folder = hcTestPrivate('hcWorkerFolder', getenv('HESSIANCORE_PYTHON'));
+        ready1 = fileread(fullfile(folder, 'ready'));
+        tic; for k = 1:5, H2 = dlhessian(net, dlarray(X, 'CB'), dlarray(T, 'CB')); end; later = toc / 5;
+        ready2 = fileread(fullfile(folder, 'ready'));
+        save('-v7', 'out.mat', 'H1', 'H2', 'X', 'T', 'theta', 'first', 'later', 'ready1', 'ready2', 'folder');
+    """, tmp_path)
+    out = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)
+    assert json.loads(out["ready1"])["pid"] == json.loads(out["ready2"])["pid"]  # one worker, reused
+    assert out["later"] < 2.0 and out["later"] < out["first"]  # no Python start-up after the first call
+    H = torch.autograd.functional.hessian(lambda th: tanh_loss(th, torch.as_tensor(out["X"]),
+                                                              torch.as_tensor(out["T"])),
+                                          torch.as_tensor(out["theta"], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(out["H1"], H, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["H2"], H, rtol=1e-9, atol=1e-12)
+    ready = Path(out["folder"]) / "ready"
+    deadline = time.monotonic() + 30
+    while ready.exists() and time.monotonic() < deadline:  # the worker watches the Octave process
+        time.sleep(0.1)
+    assert not ready.exists()
 
 
 def example(name: str, tmp_path: Path, **replace) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MATLAB_MODE = ["matlab", "examples", "tests/octave"]
+MATLAB_MODE = ["matlab", "examples", "tests/octave", "benchmarks"]
 OCTAVE_MODE = ["--octave", "7.2", "matlab"]
 
 
