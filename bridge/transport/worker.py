@@ -14,7 +14,8 @@ start-up -- importing PyTorch, seconds -- is paid once per session. The protocol
   modification time is refreshed every second (a heartbeat the client reads); ``worker.lock`` holds an
   exclusive lock for the worker's lifetime, so a second worker for the same folder refuses to start;
 * a file named ``stop`` ends the worker; one left over from an earlier worker is removed at start;
-* a request claimed by a worker that died is answered with an error on the next start (not lost).
+* a request claimed by a worker that died is answered with an error on the next start (not lost);
+* a folder the worker created is removed when it ends, if nothing but its lock is left in it.
 
 The worker also ends after ``idle_timeout`` seconds without requests, or when ``parent_pid`` (the MATLAB or
 Octave process that started it) is gone. The folder is created private to the user (mode 0700); an
@@ -49,7 +50,7 @@ def prepare_folder(directory) -> Path:
     folder = Path(directory)
     if folder.is_symlink():
         raise WorkerError(f"{folder} is a symbolic link; give the worker a real directory")
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing folder keeps its mode
     if not folder.is_dir():
         raise WorkerError(f"{folder} is not a directory")
     if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
@@ -189,6 +190,7 @@ def serve(directory, *, stop: threading.Event | None = None, poll: float = 0.01,
     ``memory_budget``: largest inflated request accepted, bytes or text such as '4GB' (default: the
     engine's default budget, half the free memory). Raises :class:`WorkerError` when another worker
     serves the folder or the folder is unsafe."""
+    created = not Path(directory).exists()
     folder = prepare_folder(directory)
     lock = FolderLock(folder)
     started = time.time()
@@ -229,6 +231,12 @@ def serve(directory, *, stop: threading.Event | None = None, poll: float = 0.01,
         done.set()
         (folder / READY).unlink(missing_ok=True)
         lock.release()
+        if created and [p.name for p in folder.iterdir()] == [LOCK]:  # leave no empty folder behind
+            (folder / LOCK).unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def _stop_requested(folder: Path, started: float) -> bool:

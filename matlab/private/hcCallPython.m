@@ -14,6 +14,9 @@ function result = hcCallPython(req, opts)
     if strcmp(transport, 'auto')
         transport = lower(hcPreference('Transport', 'server'));
     end
+    if strcmp(transport, 'auto')
+        transport = 'server';
+    end
     reqFile = [tempname(), '_hcrequest.mat'];
     respFile = [tempname(), '_hcresponse.mat'];
     cleanup = onCleanup(@() deleteFiles({reqFile, respFile}));
