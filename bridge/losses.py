@@ -62,7 +62,10 @@ class MatlabLoss:
         norm = str(options.get("NormalizationFactor", "batch-size")).lower()
         allowed = ("batch-size", "all-elements", "none") if name in _REGRESSION else ("batch-size", "none")
         if norm not in allowed:
-            raise InvalidInputError(f"NormalizationFactor {norm!r} is not supported for {name} ({', '.join(allowed)})")
+            hint = ("; MATLAB's mse takes no NormalizationFactor: 'l2loss' with 'all-elements' is the sum of squares "
+                    "divided by the number of elements") if name == "mse" else ""
+            raise InvalidInputError(f"NormalizationFactor {norm!r} is not supported for {name} "
+                                    f"({', '.join(allowed)}){hint}")
         self.norm = norm
         self.reduction = "sum" if norm == "none" else "mean"
         self.delta = float(options.get("TransitionPoint", 1.0))
