@@ -64,6 +64,8 @@ def worker(tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
     thread.start()
+    while not (folder / "ready").exists() and thread.is_alive():  # the toolbox checks that a worker serves it
+        stop.wait(0.01)
     yield {"HESSIANCORE_TRANSPORT": "server", "HESSIANCORE_SERVERFOLDER": str(folder)}
     stop.set()
     thread.join(timeout=10)

@@ -48,6 +48,8 @@ def eng(tmp_path_factory):
     stop = threading.Event()
     worker = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
     worker.start()
+    while not (folder / "ready").exists() and worker.is_alive():  # the toolbox checks that a worker serves it
+        stop.wait(0.01)
     e.eval(f"setenv('HESSIANCORE_PYTHON', '{sys.executable}'); setenv('HESSIANCORE_TRANSPORT', 'server'); "
            f"setenv('HESSIANCORE_SERVERFOLDER', '{folder}'); setenv('HESSIANCORE_SERVERTIMEOUT', '300');")
     yield e

@@ -30,15 +30,20 @@ RESPONSE_SUFFIX = ".response.mat"
 _MI_COMPRESSED, _MI_MATRIX = 15, 14
 
 
-def run(request_path, response, api=None, max_bytes: int | None = None) -> bool:
+def run(request_path, response, api=None, max_bytes: int | None = None, info: dict | None = None) -> bool:
     """Serve one request file; write the response (a path or a binary file object). True on success.
 
     ``api``: the module (or object) providing the functions, default :mod:`bridge.api`. ``max_bytes``: refuse
-    (with a ``hessiancore:memoryBudget`` error response) a request whose data inflate to more bytes."""
+    (with a ``hessiancore:memoryBudget`` error response) a request whose data inflate to more bytes.
+    ``info``: a dict that receives ``function`` (the name requested) and ``seconds`` (the whole Python side:
+    reading, computing, writing)."""
+    import time
+
     import scipy.io
 
     from . import codec
 
+    start = time.perf_counter()
     name = None
     try:
         if max_bytes is not None:
@@ -53,6 +58,8 @@ def run(request_path, response, api=None, max_bytes: int | None = None) -> bool:
     except Exception as exc:  # noqa: BLE001 - every error goes back to MATLAB with an identifier
         response_data = codec.error_response(exc, name)
     scipy.io.savemat(response, response_data, format="5", do_compression=True, oned_as="column")
+    if info is not None:
+        info.update(function=name, seconds=time.perf_counter() - start)
     return bool(response_data["Ok"])
 
 

@@ -140,13 +140,17 @@ def _write_atomically(folder: Path, name: str, write) -> None:
 
 
 def _answer(folder: Path, stem: str, claimed: Path, api, max_bytes: int | None) -> None:
+    info: dict = {}
+
     def write(f):
-        matfile.run(claimed, f, api=api, max_bytes=max_bytes)
+        matfile.run(claimed, f, api=api, max_bytes=max_bytes, info=info)
 
     try:
         _write_atomically(folder, stem + matfile.RESPONSE_SUFFIX, write)
     finally:
         claimed.unlink(missing_ok=True)
+    # One line per request in the worker's log: what ran and how long Python took (benchmarks read it).
+    print(f"request {stem} {info.get('function')} {info.get('seconds', float('nan')):.4f} s", flush=True)
 
 
 def _error_response(folder: Path, stem: str, message: str) -> None:
