@@ -3,14 +3,16 @@ function hcStartWorker(folder, python)
     %   HCSTARTWORKER(FOLDER, PYTHON) runs, in the background,
     %     PYTHON -m bridge.transport.matfile --serve FOLDER --parent-pid PID --idle-timeout 3600
     %   and waits until it is ready (it imports PyTorch once: seconds). The worker ends with this
-    %   session (PID), after an hour without requests, or when FOLDER/stop appears. Its output goes to
-    %   FOLDER.log, which the error shows when it cannot start.
+    %   session (PID), after an hour without requests, or when FOLDER/stop appears, and removes FOLDER. Its
+    %   output goes to FOLDER.log, which the error shows when it cannot start; logs of workers whose folder
+    %   is gone are removed when the next worker starts.
     if hcWorkerAlive(folder)
         return
     end
     if isempty(python)
         python = hcPythonExecutable();
     end
+    removeOldLogs();
     logFile = [folder, '.log'];
     cmd = sprintf('"%s" -m bridge.transport.matfile --serve "%s" --parent-pid %d --idle-timeout 3600', ...
                   python, folder, hcProcessId());
@@ -33,6 +35,21 @@ function hcStartWorker(folder, python)
                                             '''Transport'', ''subprocess''.'], cmd, readLog(logFile));
         end
         pause(0.02);
+    end
+end
+
+function removeOldLogs()
+    % The log of a worker that ended normally (its folder is gone) is of no more use.
+    logs = dir(fullfile(tempdir(), 'hessiancore-*.log'));
+    for i = 1:numel(logs)
+        file = fullfile(tempdir(), logs(i).name);
+        if ~exist(file(1:end - 4), 'dir')
+            try
+                delete(file);
+            catch
+                % another user's log in a shared tempdir: not ours to remove
+            end
+        end
     end
 end
 
