@@ -10,14 +10,25 @@ function H = dlhessian(net, X, T, varargin)
     %   minibatches: the Hessian of the loss over all their observations together (each minibatch
     %   weighted by its number of observations), not the mean of per-minibatch Hessians.
     %
-    %   H = DLHESSIAN(..., Name, Value) options (also Name=Value):
-    %     'Loss'          'mse' (default; half mean squared error as MATLAB's mse), 'crossentropy'
-    %                     (on probabilities, after softmax), 'binary-crossentropy', 'l2loss', 'l1loss', 'huber'
-    %     'LossOptions'   struct of the loss's own options, e.g. struct('NormalizationFactor', 'all-elements')
+    %   H = DLHESSIAN(..., Name, Value) options (also Name=Value; text as char or string):
+    %     'Loss'          MATLAB's definitions: 'mse' (half mean squared error, as mse), 'l2loss', 'l1loss',
+    %                     'huber', 'crossentropy' (takes probabilities: after a softmaxLayer),
+    %                     'binary-crossentropy' (after a sigmoidLayer), 'index-crossentropy' (targets are
+    %                     class indices). Default: 'crossentropy' when the network ends in a softmaxLayer,
+    %                     else 'mse'.
+    %     'LossOptions'   struct of the loss's own options: NormalizationFactor ('batch-size', 'all-elements'
+    %                     for l2loss/l1loss/huber, 'none'), TransitionPoint (huber), ClassificationMode
+    %                     (crossentropy), e.g. struct('NormalizationFactor', 'all-elements') with 'l2loss'
     %     'Output'        'matrix' (default) or 'table': a table shaped like NET.Learnables whose row i
     %                     Value is H(rows of learnable i, :) as a dlarray of size [size(learnable i), P]
-    %     'DataFormat', 'TargetFormat', 'DataType', 'MemoryBudget', 'Transport', 'Python',
-    %     'PythonOptions': see hcParseOptions.
+    %     'DataFormat'    format of X when it is numeric or an unformatted dlarray, e.g. 'CB', 'SSCB'
+    %     'TargetFormat'  format of T in that case (default: the format of the network output)
+    %     'DataType'      'double' (default) or 'single': the precision of the computation
+    %     'MemoryBudget'  bytes (or text such as '2GB') Python may use; default half the free memory
+    %     'Transport'     'auto' (default: hessiancoreSetup's choice, else 'server'), 'server' (a Python
+    %                     worker started on the first call and reused), 'subprocess', 'py'
+    %     'Python'        Python executable (default: hessiancoreSetup's choice)
+    %     'PythonOptions' struct of further keyword arguments for the Python function
     %     'ModelLoss'     your own loss function, LOSS = F(NET, X, T): e.g. the modelLoss of a custom
     %                     training loop (extra outputs are ignored). Computed in MATLAB, without Python:
     %                     Hessian-vector products by double backpropagation inside dlfeval
@@ -27,6 +38,9 @@ function H = dlhessian(net, X, T, varargin)
     %     'Backend'       'auto' (default: 'matlab' with 'ModelLoss', else 'python'), 'python', or
     %                     'matlab': the loss named by 'Loss' computed by MATLAB's own loss function on
     %                     predict(NET, X), in MATLAB (to compare the two backends on one problem)
+    %   Input normalization given as a function handle in the input layer is applied to X in MATLAB.
+    %   Errors have identifiers 'hessiancore:invalidInput', 'hessiancore:invalidOption',
+    %   'hessiancore:nonFinite', 'hessiancore:memoryBudget', 'hessiancore:transport', ...
     %
     %   Your loss function ('ModelLoss'):
     %     - It runs as it is: forward(NET, X) uses training behaviour (dropout, batch statistics), so
@@ -49,13 +63,12 @@ function H = dlhessian(net, X, T, varargin)
     %   Example:
     %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) reluLayer fullyConnectedLayer(2)]);
     %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
-    %     H = dlhessian(net, X, T);              % 26 x 26
-    %     H = dlhessian(net, X, T, 'Loss', 'mse', 'Output', 'table');
-    %     H = dlhessian(net, X, T, 'ModelLoss', @modelLoss);     % your own loss, all in MATLAB
-    %   with
-    %     function loss = modelLoss(net, X, T)
-    %         loss = mse(forward(net, X), T) + 1e-4 * sum(net.Learnables.Value{1}.^2, 'all');
-    %     end
+    %     H = dlhessian(net, X, T);              % 26 x 26, half mean squared error
+    %     H = dlhessian(net, X, T, 'Loss', 'l2loss', 'LossOptions', struct('NormalizationFactor', 'all-elements'));
+    %     Htbl = dlhessian(net, X, T, 'Output', 'table');
+    %     size(Htbl.Value{1})                    % [4 3 26]: the rows of the first weights
+    %     H = dlhessian(net, X, T, 'ModelLoss', @(net, X, T) mse(forward(net, X), T) + ...
+    %         1e-4 * sum(net.Learnables.Value{1} .^ 2, 'all'));   % your own loss: all in MATLAB
     %
     %   See also dlhvp, dlhessianDiag, dlhessianEigs, dlhessianTrace, dlnewtonUpdate, dlnetworkToSpec.
     [opts, onMatlab] = hcBackendOptions('dlhessian', varargin);

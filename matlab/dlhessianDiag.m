@@ -7,8 +7,10 @@ function d = dlhessianDiag(net, X, T, varargin)
     %   in MATLAB, P Hessian-vector products).
     %
     %   Example:
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
     %     d = dlhessianDiag(net, X, T, 'Output', 'table');
-    %     d.Value{1}            % curvature of each weight of the first layer
+    %     d.Value{1}            % curvature of each weight of the first layer (4 x 3)
     %
     %   See also dlhessian, dlhessianTrace.
     [opts, onMatlab] = hcBackendOptions('dlhessianDiag', varargin);

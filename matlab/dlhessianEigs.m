@@ -10,7 +10,7 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %   'ModelLoss', @modelLoss (see dlhessian) MATLAB's eigs runs on a function handle of products by
     %   double backpropagation (a small Hessian, P <= max(20, 2K + 2), is formed and eig'ed); the
     %   residuals are recomputed in the same way.
-    %   Options (also those of dlhessian):
+    %   Options (also those of dlhessian: 'Loss', 'LossOptions', 'DataFormat', 'MemoryBudget', ...):
     %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
     %                also the short names 'LA', 'SA', 'LM', 'BE'
     %   Order, as eigs: the outermost first. 'largest' and 'bothends' descending, 'smallest' ascending,
@@ -18,8 +18,11 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %     'Output'   'table': V as a table shaped like NET.Learnables, row values [size(learnable), K]
     %
     %   Example:
-    %     [V, D] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
+    %     [V, D, info] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
     %     lambda = diag(D);     % sharpness: lambda(1)
+    %     max(info.Residuals)   % ||H v - lambda v||, certifies each pair
     %
     %   See also dlhessian, dlhessianTrace.
     if nargin < 4 || isempty(k)
@@ -29,8 +32,7 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
         error('hessiancore:invalidInput', 'dlhessianEigs: K must be a positive integer');
     end
     names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
-    isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
-    [opts, onMatlab] = hcBackendOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    [opts, onMatlab] = hcBackendOptions('dlhessianEigs', varargin);
     [row, ~] = find(strcmpi(names, opts.Which), 1);
     kwargs = struct('k', k, 'which', names{row, 2});
     if onMatlab

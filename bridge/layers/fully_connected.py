@@ -15,10 +15,14 @@ from .base import Act, Translator
 
 class FullyConnected(Translator):
     learnable_names = ("Weights", "Bias")
+    properties = ("InputSize", "OutputSize")
 
     def setup(self, learn, state):
-        out = self.layer.integer("OutputSize") if self.layer.has("OutputSize") else learn["Weights"].shape[0]
-        self.expect(learn, "Weights", (out, None))
+        lay = self.layer
+        out = lay.integer("OutputSize") if lay.has("OutputSize") else learn["Weights"].shape[0]
+        # InputSize is 'auto' until the network is initialized, then a number that Weights must match.
+        inp = lay.integer("InputSize") if lay.has("InputSize") and not lay.is_text("InputSize") else None
+        self.expect(learn, "Weights", (out, inp))
         self.expect(learn, "Bias", (out, 1))
 
     def forward(self, xs, p, c):

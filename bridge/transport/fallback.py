@@ -22,6 +22,7 @@ import numpy as np
 
 from hessian_core.errors import InvalidInputError
 
+from ..losses import default_loss
 from ..session import check_variable_name
 
 _LOSS = re.compile(r"[A-Za-z0-9_-]+")
@@ -38,14 +39,18 @@ class EngineHvp:
         engine: MATLAB (or Octave-backed) engine.
         net, X, T: workspace variable names of the dlnetwork and of the data (dlarrays, or cell arrays of
             minibatches).
-        loss: a loss name ``hcLossHandle`` knows ('mse', 'crossentropy', 'l2loss', 'l1loss', 'huber').
+        loss: a MATLAB loss name ('mse', 'crossentropy', 'l2loss', 'l1loss', 'huber'); None (the default) applies
+            the toolbox's rule (:func:`bridge.losses.default_loss`): 'crossentropy' when the network's output
+            layer is a softmaxLayer, else 'mse'.
         array_converter: numpy column -> what the engine takes (default: a Fortran-ordered column).
     """
 
-    def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse",
+    def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str | None = None,
                  array_converter=None):
         self.engine = engine
         self.net, self.X, self.T = (check_variable_name(v, what) for v, what in ((net, "net"), (X, "X"), (T, "T")))
+        if loss is None:
+            loss = default_loss(self._output_class())
         if not isinstance(loss, str) or not _LOSS.fullmatch(loss):
             raise InvalidInputError(f"loss must be a MATLAB loss name such as 'mse', got {loss!r}")
         self.loss = loss
@@ -59,6 +64,16 @@ class EngineHvp:
             [(self.X, self.T)]
         self.engine.eval("clear('hcP__', 'hcIsCell__', 'hcNB__');", nargout=0)
         self.matvecs = 0
+
+    def _output_class(self) -> str:
+        """class() of the network's output layer (the layer named by OutputNames{1})."""
+        n = self.net
+        self.engine.eval(f"hcOut__ = ''; for hcK__ = 1:numel({n}.Layers), if strcmp({n}.Layers(hcK__).Name, "
+                         f"{n}.OutputNames{{1}}), hcOut__ = class({n}.Layers(hcK__)); end, end", nargout=0)
+        try:
+            return str(self.engine.workspace["hcOut__"])
+        finally:
+            self.engine.eval("clear('hcOut__', 'hcK__');", nargout=0)
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         v = np.asarray(v, dtype=np.float64).reshape(-1)
@@ -84,7 +99,7 @@ def _scalar(x) -> float:
     return float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
 
 
-def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse", **kwargs):
+def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str | None = None, **kwargs):
     """The Hessian as a :class:`hessian_core.operators.FunctionOperator` ``(P, P)`` of MATLAB's products (float64,
     CPU): an operator like every other of the core (composition, spectra, solvers, ``to_scipy()``)."""
     import torch
@@ -100,7 +115,7 @@ def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss
     return FunctionOperator(matmat, hvp.P, torch.float64, "cpu", name="MATLAB dlgradient Hessian-vector products")
 
 
-def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which: str = "LA", **eig_options) -> dict:
+def fallback_eigs(engine, net="net", X="X", T="T", loss=None, k: int = 6, which: str = "LA", **eig_options) -> dict:
     """``k`` eigenpairs (thick-restart Lanczos of the core): ``dict(values, vectors, residuals, matvecs)``."""
     from hessian_core.spectral import eigsh
 
@@ -110,7 +125,7 @@ def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which
             "matvecs": op.num_matvecs}
 
 
-def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int = 100, method: str = "hutch++",
+def fallback_trace(engine, net="net", X="X", T="T", loss=None, num_matvecs: int = 100, method: str = "hutch++",
                    seed: int | None = None) -> dict:
     """Randomized trace estimate (the core's Hutch++/Hutchinson/XTrace): ``dict(trace, stderr, num_matvecs)``."""
     from hessian_core.spectral import trace
@@ -119,7 +134,7 @@ def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int
     return {"trace": float(res.estimate), "stderr": float(res.stderr), "num_matvecs": int(res.num_matvecs)}
 
 
-def fallback_solve(engine, rhs, net="net", X="X", T="T", loss="mse", damping: float = 1e-3, rtol: float = 1e-8,
+def fallback_solve(engine, rhs, net="net", X="X", T="T", loss=None, damping: float = 1e-3, rtol: float = 1e-8,
                    maxiter: int | None = None) -> dict:
     """Solve ``(H + damping I) x = rhs`` by conjugate gradients (H + damping I must be positive definite):
     ``dict(x, info, matvecs)`` with scipy's ``info`` (0: converged)."""

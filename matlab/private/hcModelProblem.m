@@ -32,6 +32,9 @@ function prob = hcModelProblem(net, X, T, opts)
         error('hessiancore:invalidInput', 'X is an empty cell array; give at least one minibatch');
     end
     named = isempty(opts.ModelLoss);
+    if named && isempty(opts.Loss)
+        opts.Loss = hcDefaultLoss(net);
+    end
     [prob.Loss, prob.Name, normalization] = lossFunction(opts, named);
     M = numel(X);
     prob.X = cell(1, M);

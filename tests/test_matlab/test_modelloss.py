@@ -312,7 +312,7 @@ def test_doubles_retain_data_and_learnables_tables(eng):
         adSame = isequal(extractdata(adA), extractdata(adB));
         adNet = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
         [adG, adTraced] = dlfeval(@hcmlTableGrad, adNet, dlarray(randn(3, 5), 'CB'), dlarray(randn(2, 5), 'CB'));
-        adIsTable = isa(adG, 'table'); adLayers = adG.Layer; adParams = adG.Parameter;
+        adIsTable = isa(adG, 'table'); adLayers = cellstr(adG.Layer); adParams = cellstr(adG.Parameter);
         adSizes = cellfun(@size, adG.Value, 'UniformOutput', false);
         adOutTraced = dlarray.isTraced(adG.Value{1}); adClass = class(adG.Value{1});
     """)

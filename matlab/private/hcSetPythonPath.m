@@ -4,8 +4,8 @@ function oldPath = hcSetPythonPath()
     %   subprocess must import that checkout's bridge, matching these .m files, rather than another
     %   installed version. Restore with setenv('PYTHONPATH', OLDPATH).
     oldPath = getenv('PYTHONPATH');
-    root = fileparts(fileparts(mfilename('fullpath')));
-    if exist(fullfile(root, 'bridge', 'transport', 'matfile.py'), 'file')
+    root = hcCheckoutRoot();
+    if ~isempty(root)
         if isempty(oldPath)
             setenv('PYTHONPATH', root);
         else

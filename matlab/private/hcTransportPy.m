@@ -7,10 +7,10 @@ function hcTransportPy(reqFile, respFile)
     if hcIsOctave()
         error('hessiancore:transport', 'the ''py'' transport needs MATLAB; use ''Transport'', ''subprocess''');
     end
-    root = fileparts(fileparts(mfilename('fullpath')));
+    root = hcCheckoutRoot();
     try
         % A checkout next to this toolbox comes first, as for the subprocess transport (hcSetPythonPath).
-        if exist(fullfile(root, 'bridge', 'transport', 'matfile.py'), 'file') && count(py.sys.path, root) == 0
+        if ~isempty(root) && count(py.sys.path, root) == 0
             insert(py.sys.path, int32(0), root);
         end
         py.bridge.transport.matfile.run(reqFile, respFile);

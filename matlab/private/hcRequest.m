@@ -2,10 +2,12 @@ function req = hcRequest(fcn, net, X, T, opts, args, kwargs)
     % HCREQUEST  The request struct sent to the Python bridge by every transport (internal).
     %   REQ = HCREQUEST(FCN, NET, X, T, OPTS, ARGS, KWARGS) describes the call
     %     bridge.api.FCN(spec, X, T, ARGS{:}, **options)
-    %   with options x_format, t_format, loss, loss_options, dtype, memory_budget, then the fields of KWARGS
-    %   (the caller's own keyword arguments) and of OPTS.PythonOptions. Fields:
+    %   with options x_format, t_format, loss ('' when not given: Python applies the default rule),
+    %   loss_options, dtype, memory_budget, then the fields of KWARGS (the caller's own keyword arguments)
+    %   and of OPTS.PythonOptions (all plain values: hcParseOptions converted strings). Fields:
     %     Format    'hessiancore.request/1'     Function  FCN (char)
-    %     Spec      dlnetworkToSpec(NET)         X, T      1xM cells of double arrays
+    %     Spec      dlnetworkToSpec(NET), an input Normalization function handle already applied to X
+    %               (hcApplyNormalization)      X, T      1xM cells of double arrays
     %     Multi     true when X was a cell (Python receives lists)
     %     Args      1xA cell of positional arguments after T (double arrays)
     %     Options   struct of keyword arguments
@@ -26,10 +28,11 @@ function req = hcRequest(fcn, net, X, T, opts, args, kwargs)
     if xd.Multi ~= td.Multi || numel(xd.Data) ~= numel(td.Data)
         error('hessiancore:invalidInput', 'X and T must both be one minibatch or cell arrays of the same length');
     end
+    [spec, xd] = hcApplyNormalization(net, dlnetworkToSpec(net), xd);
     req = struct();
     req.Format = 'hessiancore.request/1';
     req.Function = fcn;
-    req.Spec = dlnetworkToSpec(net);
+    req.Spec = spec;
     req.X = xd.Data;
     req.T = td.Data;
     req.Multi = xd.Multi;
