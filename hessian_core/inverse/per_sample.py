@@ -7,7 +7,7 @@ policy holds (parameters and buffers untouched, eval mode unless asked, random d
 
 * :func:`losses_and_gradients`: ``l_n`` ``(n,)`` and ``grad l_n`` as columns ``(P, n)``.
 * :func:`jacobians`: model outputs ``f_n`` flattened ``(n, O)`` and their Jacobians ``(n, O, P)``.
-* :func:`output_hessians`: ``d^2 l_n / d f_n^2`` ``(n, O, O)`` (reverse over reverse: no forward mode needed).
+* :func:`ggn_factors`: ``S_n^T J_n`` with ``S_n S_n^T`` the output Hessian ``d^2 l_n / d f_n^2`` (signed).
 * :func:`ggn`: the generalized Gauss-Newton ``sum_n J_n^T H_n J_n / W``, dense or its diagonal, from those.
 
 Samples are processed in chunks sized by the memory budget.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch.func import grad_and_value, jacrev, vmap
+from torch.func import grad_and_value, jacrev, vjp, vmap
 
 from ..errors import InvalidInputError
 from ..memory import format_bytes
@@ -125,16 +125,38 @@ def jacobians(objective, inputs, seed=None):
     return _vmapped(batched, loop)
 
 
-def output_hessians(objective, outputs: torch.Tensor, targets: torch.Tensor, out_shape) -> torch.Tensor:
-    """``d^2 l_n / d f_n^2`` ``(m, O, O)`` at flattened outputs ``(m, O)`` (``out_shape``: one sample's output
-    shape), reverse over reverse (some torch losses lack forward-mode derivatives)."""
-    m, n_out = outputs.shape
+def ggn_factors(objective, inputs, targets, out_shape, seed=None):
+    """Square-root factors of the per-sample GGN terms for the samples of ``inputs``: with the output Hessian
+    ``H_n = d^2 l_n / d f_n^2 = V diag(lam) V^T`` and ``S_n = V diag(sqrt|lam|)``, the rows ``S_n^T J_n``
+    (per parameter tensor, ``(m, O, *shape)``) and the signs of ``lam`` ``(m, O)``, so that
+    ``J_n^T H_n J_n = sum_c sign_c (S_n^T J_n)_c^T (S_n^T J_n)_c``. One backward pass per output (``vjp`` with
+    the columns of ``S_n``), no Jacobian formed; ``H_n`` by reverse over reverse (some torch losses lack
+    forward-mode derivatives)."""
+    spec = objective.params
+    primals = spec.primals()
 
-    def loss(o, yi):
-        return objective.loss_fn(o.reshape(1, *out_shape), _unsqueeze(yi))
+    def per_sample(params, xi, yi):
+        def f(p):
+            out = objective.forward(p, _unsqueeze(xi), seed=seed)
+            if not isinstance(out, torch.Tensor):
+                raise InvalidInputError("the GGN from per-sample derivatives needs a model that returns one tensor")
+            return out.reshape(-1)
 
-    H = vmap(jacrev(jacrev(loss)), in_dims=(0, 0))(outputs, targets)
-    return H.reshape(m, n_out, n_out).detach()
+        out, pullback = vjp(f, params)
+        H = jacrev(jacrev(lambda o: objective.loss_fn(o.reshape(1, *out_shape), _unsqueeze(yi))))(out.detach())
+        lam, V = torch.linalg.eigh((H + H.T) / 2)
+        return vmap(pullback)((V * lam.abs().sqrt()).T)[0], torch.sign(lam)
+
+    def batched():
+        return vmap(per_sample, in_dims=(None, 0, 0), randomness="same")(primals, inputs, targets)
+
+    def loop():
+        rows = [per_sample(primals, _index(inputs, i), targets[i]) for i in range(targets.shape[0])]
+        return (tuple(torch.stack([r[0][k] for r in rows]) for k in range(len(primals))),
+                torch.stack([r[1] for r in rows]))
+
+    factors, signs = _vmapped(batched, loop)
+    return [t.detach() for t in factors], signs.detach()
 
 
 def _length(x) -> int:
@@ -168,15 +190,15 @@ def ggn(objective, diagonal: bool = False, desc: str = "GGN") -> torch.Tensor:
     """``G = sum_n J_n^T H_n J_n / W`` (``(P, P)``, or its diagonal ``(P,)``) over the objective's data:
     ``J_n`` the Jacobian of sample ``n``'s outputs, ``H_n`` its loss's Hessian in the outputs. Equal to
     :class:`~hessian_core.operators.GGNOperator` for losses that are sums over samples (checked on the first
-    batch), and much faster when the outputs are few: ``O`` backward passes per sample instead of ``P``
-    products."""
+    batch), and much faster when the outputs are few: ``O`` backward passes per sample (:func:`ggn_factors`)
+    instead of ``P`` products."""
     spec = objective.params
     P = spec.numel
     out = torch.zeros((P,) if diagonal else (P, P), dtype=spec.dtype, device=spec.device)
     item = out.element_size()
     shape = objective.validate().output_shape
     if not (isinstance(shape, tuple) and len(shape) >= 1 and all(isinstance(s, int) for s in shape)):
-        raise InvalidInputError("the GGN from per-sample Jacobians needs a model that returns one tensor")
+        raise InvalidInputError("the GGN from per-sample derivatives needs a model that returns one tensor")
     out_shape = tuple(shape[1:])
     n_out = max(1, int(torch.Size(out_shape).numel()))
     step = sample_chunk(objective, 2 * n_out * P + n_out * n_out, reserved=out.numel() * item)
@@ -190,12 +212,13 @@ def ggn(objective, diagonal: bool = False, desc: str = "GGN") -> torch.Tensor:
         n = num_samples(ctx)
         for a in range(0, n, step):
             b = min(a + step, n)
-            f, J = jacobians(objective, _take(ctx.inputs, a, b), seed)
-            H = output_hessians(objective, f, ctx.targets[a:b], out_shape)
-            HJ = torch.bmm(H, J)
+            factors, signs = ggn_factors(objective, _take(ctx.inputs, a, b), ctx.targets[a:b], out_shape, seed)
+            m = b - a
             if diagonal:
-                acc.add_((J * HJ).sum((0, 1)), alpha=w)
+                acc.add_(torch.cat([torch.einsum("mc,mc...->...", signs, t * t).reshape(-1) for t in factors]),
+                         alpha=w)
             else:
-                acc.addmm_(J.reshape(-1, P).T, HJ.reshape(-1, P), alpha=w)
+                F = torch.cat([t.reshape(m * n_out, -1) for t in factors], dim=1)
+                acc.addmm_(F.T, signs.reshape(-1, 1) * F, alpha=w)
 
     return objective.accumulate(contribution, out, per_sample=True, desc=desc)
