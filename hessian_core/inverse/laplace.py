@@ -188,6 +188,9 @@ class Laplace:
         check_int(max_iter, "max_iter")
         if sigma_noise and self.likelihood.kind != "regression":
             raise InvalidInputError("sigma_noise=True needs the Gaussian likelihood (MSELoss)")
+        prepare = getattr(self.posterior, "prepare_many", None)
+        if prepare is not None:
+            prepare()
         start = self._prior_vector(self._prior_precision)
         size = {"scalar": 1, "layerwise": len(self.params), "diag": self.n_params}[structure]
         if structure == "layerwise" and start.dim() == 1:

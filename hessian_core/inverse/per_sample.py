@@ -15,6 +15,7 @@ Samples are processed in chunks sized by the memory budget.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -163,11 +164,11 @@ def _length(x) -> int:
     return int(x.shape[0]) if isinstance(x, torch.Tensor) else _length(x[0])
 
 
-def check_separable(objective, ctx, rtol: float = 1e-6, samples: int = 64) -> None:
-    """Refuse (:class:`~hessian_core.errors.InvalidInputError`) an objective whose loss on (the first
-    ``samples`` samples of) batch ``ctx``, weighted as the objective weights a batch, is not the sum of the
-    per-sample losses: a loss that averages over something else than samples (``count_fn``,
-    ``ignore_index``, class weights) or a model whose output for a sample depends on the other samples."""
+def separability(objective, ctx, rtol: float = 1e-6, samples: int = 64) -> str | None:
+    """``None`` when the objective's loss on (the first ``samples`` samples of) batch ``ctx``, weighted as the
+    objective weights a batch, is the sum of the per-sample losses; else why not. It is not for a loss that
+    averages over something else than samples (``count_fn``, ``ignore_index``, class weights) or a model
+    whose output for a sample depends on the other samples."""
     m = min(num_samples(ctx), samples)
     x, y = _take(ctx.inputs, 0, m), ctx.targets[:m]
     primals = objective.params.primals()
@@ -178,12 +179,28 @@ def check_separable(objective, ctx, rtol: float = 1e-6, samples: int = 64) -> No
         weight = weight if objective.reduction == "mean" else 1.0
         losses, _ = losses_and_gradients(objective, ctx, 0, m)
     total = float(losses.sum())
-    if not abs(total - weight * batch) <= rtol * max(abs(total), abs(weight * batch), 1e-30):
+    if abs(total - weight * batch) <= rtol * max(abs(total), abs(weight * batch), 1e-30):
+        return None
+    return (f"the loss of the first {m} samples of batch {ctx.index} ({weight * batch:.10g} with the objective's "
+            f"weight {weight:g}) is not the sum of their per-sample losses ({total:.10g})")
+
+
+def check_separable(objective, ctx) -> None:
+    """Refuse (:class:`~hessian_core.errors.InvalidInputError`) an objective that is not a sum of per-sample
+    losses on batch ``ctx`` (:func:`separability`)."""
+    why = separability(objective, ctx)
+    if why is not None:
         raise InvalidInputError(
-            f"the loss of the first {m} samples of batch {ctx.index} ({weight * batch:.10g} with the objective's "
-            f"weight {weight:g}) is not the sum of their per-sample losses ({total:.10g}): influence functions "
-            "and Laplace need a loss that is a mean or sum over samples (no count_fn, ignore_index or class "
-            "weights) and a model that treats samples independently (eval mode)")
+            f"{why}: influence functions and Laplace need a loss that is a mean or sum over samples (no count_fn, "
+            "ignore_index or class weights) and a model that treats samples independently (eval mode)")
+
+
+def is_separable(objective) -> bool:
+    """Whether the objective is a sum of per-sample losses, judged on its first batch (see :func:`separability`)."""
+    if objective.train_mode:
+        return False
+    with contextlib.closing(objective.contexts()) as batches:
+        return separability(objective, next(batches)) is None
 
 
 def ggn(objective, diagonal: bool = False, desc: str = "GGN") -> torch.Tensor:
@@ -215,7 +232,8 @@ def ggn(objective, diagonal: bool = False, desc: str = "GGN") -> torch.Tensor:
             factors, signs = ggn_factors(objective, _take(ctx.inputs, a, b), ctx.targets[a:b], out_shape, seed)
             m = b - a
             if diagonal:
-                acc.add_(torch.cat([torch.einsum("mc,mc...->...", signs, t * t).reshape(-1) for t in factors]),
+                weights = signs.reshape(1, -1)  # +1 everywhere for a loss convex in the outputs
+                acc.add_(torch.cat([(weights @ (t * t).reshape(weights.shape[1], -1))[0] for t in factors]),
                          alpha=w)
             else:
                 F = torch.cat([t.reshape(m * n_out, -1) for t in factors], dim=1)

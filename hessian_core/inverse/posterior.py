@@ -13,7 +13,8 @@ The protocol every structure follows (the extension point for ``structure="kron"
   when ``Lambda`` is not positive definite);
 * ``inv_matmat(s, prior, V) -> (P, k)``: ``Lambda^{-1} V`` for ``V`` of shape ``(P, k)``;
 * ``sample(s, prior, n, generator) -> (n, P)``: draws of ``N(0, Lambda^{-1})``;
-* ``precision(s, prior) -> LinearOperator``: ``Lambda`` as an operator (for :func:`~hessian_core.inverse.solve`).
+* ``precision(s, prior) -> LinearOperator``: ``Lambda`` as an operator (for :func:`~hessian_core.inverse.solve`);
+* optionally ``prepare_many()``: many evaluations (prior optimization) follow.
 
 A builder is ``builder(objective, curvature) -> structure`` with ``curvature`` one of ``"ggn"``,
 ``"hessian"``, ``"ef"``.
@@ -27,9 +28,9 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InvalidInputError
-from ..operators import DenseOperator, EmpiricalFisherOperator, FunctionOperator, HessianOperator
+from ..operators import DenseOperator, FunctionOperator
+from .curvature import dense_curvature, diagonal_curvature
 from .factor import check_dense_fits
-from .per_sample import ggn
 
 CURVATURES = ("ggn", "hessian", "ef")
 
@@ -46,8 +47,9 @@ def _scalar(prior: torch.Tensor) -> bool:
 
 
 class FullPosterior:
-    """Dense ``C`` ``(P, P)``. With a scalar prior, ``C``'s eigendecomposition (computed once, kept) gives every
-    quantity for any ``s`` and prior in ``O(P^2)``; a diagonal prior goes through Cholesky."""
+    """Dense ``C`` ``(P, P)``. Quantities for one ``(s, prior)`` come from a Cholesky factor (``P^3 / 3``); once
+    :meth:`prepare_many` was called (by the prior optimization, which evaluates many priors) a scalar prior uses
+    ``C``'s eigendecomposition instead (``O(P^3)`` once, then ``O(P)`` per evidence, ``O(P^2)`` per sample)."""
 
     kind = "full"
 
@@ -57,6 +59,13 @@ class FullPosterior:
         self.budget = budget
         self._eig = None
 
+    def prepare_many(self) -> None:
+        """Many evaluations with scalar priors follow: compute the eigendecomposition now."""
+        self.eig()
+
+    def _use_eig(self, prior) -> bool:
+        return _scalar(prior) and self._eig is not None
+
     def eig(self):
         if self._eig is None:
             check_dense_fits(self.size, self.C.dtype, self.budget, 3, "the eigendecomposition of the curvature",
@@ -65,7 +74,8 @@ class FullPosterior:
         return self._eig
 
     def _cholesky(self, s, prior):
-        Lam = s * self.C + torch.diag(prior)
+        Lam = s * self.C + (torch.diag(prior) if prior.dim() else prior * torch.eye(
+            self.size, dtype=self.C.dtype, device=self.C.device))
         L, info = torch.linalg.cholesky_ex(Lam)
         if int(info) != 0:
             raise _not_pd(self.kind, float(torch.linalg.eigvalsh(Lam.detach())[0]))
@@ -79,19 +89,19 @@ class FullPosterior:
         return d, V
 
     def logdet(self, s, prior):
-        if _scalar(prior):
+        if self._use_eig(prior):
             return self._spectrum(s, prior)[0].log().sum()
         return 2 * self._cholesky(s, prior).diagonal().log().sum()
 
     def inv_matmat(self, s, prior, V):
-        if _scalar(prior):
+        if self._use_eig(prior):
             d, Q = self._spectrum(s, prior)
             return Q @ ((Q.T @ V) / d[:, None])
         return torch.cholesky_solve(V, self._cholesky(s, prior))
 
     def sample(self, s, prior, n, generator):
         Z = torch.randn(self.size, n, dtype=self.C.dtype, device=self.C.device, generator=generator)
-        if _scalar(prior):
+        if self._use_eig(prior):
             d, Q = self._spectrum(s, prior)
             return (Q @ (Z / d.sqrt()[:, None])).T
         L = self._cholesky(s, prior)
@@ -131,24 +141,18 @@ class DiagPosterior:
         return FunctionOperator(lambda V: d[:, None] * V, self.size, d.dtype, d.device, name="diagonal precision")
 
 
-def _operator(objective, curvature: str):
-    return HessianOperator(objective) if curvature == "hessian" else EmpiricalFisherOperator(objective)
-
-
 def build_full(objective, curvature: str) -> FullPosterior:
-    """Dense curvature: the GGN from per-sample Jacobians, the Hessian and empirical Fisher from their operators
-    (memory budget checked before anything of size ``P^2``)."""
+    """Dense curvature (:func:`.curvature.dense_curvature`; memory budget checked before anything of size
+    ``P^2``)."""
     P = objective.params.numel
     check_dense_fits(P, objective.params.dtype, objective.budget, 2, "the full Laplace posterior precision",
                      "structure='diag' or 'last_layer'")
-    C = ggn(objective) if curvature == "ggn" else _operator(objective, curvature).to_dense()
-    return FullPosterior(C, objective.budget)
+    return FullPosterior(dense_curvature(objective, curvature), objective.budget)
 
 
 def build_diag(objective, curvature: str) -> DiagPosterior:
-    """Exact diagonal of the curvature."""
-    c = ggn(objective, diagonal=True) if curvature == "ggn" else _operator(objective, curvature).diagonal()
-    return DiagPosterior(c)
+    """Exact diagonal of the curvature (:func:`.curvature.diagonal_curvature`)."""
+    return DiagPosterior(diagonal_curvature(objective, curvature))
 
 
 def _build_kron(objective, curvature: str):

@@ -27,8 +27,10 @@ import torch
 
 from ..arguments import check_choice, check_real
 from ..errors import InvalidInputError
+from ..memory import check_fits
 from ..objective import Objective
 from ..operators import GGNOperator, HessianOperator
+from .curvature import dense_curvature, diagonal_curvature
 from .factor import SymmetricFactor, check_dense_fits
 from .solve import solve
 
@@ -36,17 +38,18 @@ CURVATURES = {"hessian": HessianOperator, "ggn": GGNOperator}
 METHODS = ("obd", "obs", "magnitude", "trace")
 
 
-def _operator(model, loss_fn, data, curvature: str, options: dict):
-    curvature = check_choice(curvature, "curvature", tuple(CURVATURES))
-    return CURVATURES[curvature](Objective(model, loss_fn, data, **options))
+def _objective(model, loss_fn, data, curvature: str, options: dict) -> Objective:
+    check_choice(curvature, "curvature", tuple(CURVATURES))
+    return Objective(model, loss_fn, data, **options)
 
 
 def obd_saliencies(model, loss_fn, data, *, curvature: str = "hessian", **options) -> list[torch.Tensor]:
     """``0.5 * H_ii * w_i^2`` for every parameter, as tensors shaped like the parameters (ParamSpec order).
     ``**options``: :class:`~hessian_core.objective.Objective` options (``params``, ``memory_budget``...)."""
-    op = _operator(model, loss_fn, data, curvature, options)
-    w = op.params.flatten(op.params.primals())
-    return op.params.unflatten(0.5 * op.diagonal() * w * w)
+    objective = _objective(model, loss_fn, data, curvature, options)
+    spec = objective.params
+    w = spec.flatten(spec.primals())
+    return spec.unflatten(0.5 * diagonal_curvature(objective, curvature) * w * w)
 
 
 @dataclass
@@ -96,24 +99,25 @@ def obs_saliencies(model, loss_fn, data, candidates=None, *, damping: float = 0.
         method, tol: how the ``m`` columns ``(H + damping I)^{-1} e_q`` are solved (:func:`solve`; ``"minres"``
             is refused: OBS needs a positive definite matrix). Memory: ``P * m`` numbers.
     """
-    op = _operator(model, loss_fn, data, curvature, options)
-    spec = op.params
+    objective = _objective(model, loss_fn, data, curvature, options)
+    spec = objective.params
     damping = check_real(damping, "damping")
     idx = default_candidates(spec) if candidates is None else torch.as_tensor(candidates, dtype=torch.long).flatten()
     if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= spec.numel:
         raise InvalidInputError(f"candidates must be flat indices in [0, {spec.numel}), got {idx.numel()} of them")
     method = check_choice(method, "method", ("auto", "dense", "cg"))
-    op.check_fits(2 * spec.numel * idx.numel() * op.itemsize, f"OBS columns for {idx.numel()} candidates",
-                  "fewer candidates at a time")
-    E = torch.zeros(spec.numel, idx.numel(), dtype=op.dtype, device=op.device)
-    E[idx.to(op.device), torch.arange(idx.numel(), device=op.device)] = 1
-    with op.reuse():
-        if method in ("auto", "dense") and 3 * spec.numel ** 2 * op.itemsize <= op.budget:
-            cols = _pd_factor(op, damping).solve(E)
-        else:
-            cols = solve(op, E, damping, method="cg", tol=tol).x
+    item = torch.empty((), dtype=spec.dtype).element_size()
+    check_fits(2 * spec.numel * idx.numel() * item, objective.budget, f"OBS columns for {idx.numel()} candidates",
+               "fewer candidates at a time")
+    E = torch.zeros(spec.numel, idx.numel(), dtype=spec.dtype, device=spec.device)
+    cols_of = torch.arange(idx.numel(), device=spec.device)
+    E[idx.to(spec.device), cols_of] = 1
+    if method == "dense" or (method == "auto" and 3 * spec.numel ** 2 * item <= objective.budget):
+        cols = _pd_factor(objective, curvature, damping).solve(E)
+    else:
+        cols = solve(CURVATURES[curvature](objective), E, damping, method="cg", tol=tol).x
     w = spec.flatten(spec.primals())
-    inv_diag = cols[idx.to(op.device), torch.arange(idx.numel(), device=op.device)]
+    inv_diag = cols[idx.to(spec.device), cols_of]
     return OBSSaliencies(idx, w[idx] ** 2 / (2 * inv_diag), inv_diag, cols, w)
 
 
@@ -125,11 +129,12 @@ def default_candidates(spec) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _pd_factor(op, damping: float) -> SymmetricFactor:
-    check_dense_fits(op.size, op.dtype, op.budget, 3, "the dense OBS inverse", "method='cg'")
-    H = op.to_dense()
+def _pd_factor(objective, curvature: str, damping: float) -> SymmetricFactor:
+    spec = objective.params
+    check_dense_fits(spec.numel, spec.dtype, objective.budget, 3, "the dense OBS inverse", "method='cg'")
+    H = dense_curvature(objective, curvature, "obs_saliencies(..., method='cg')")
     H.diagonal().add_(damping)
-    return SymmetricFactor(H, allow_indefinite=False, what=f"the {op.kind} + {damping:g} I")
+    return SymmetricFactor(H, allow_indefinite=False, what=f"the {curvature.upper()} + {damping:g} I")
 
 
 @dataclass
@@ -153,11 +158,11 @@ def trace_sensitivities(model, loss_fn, data, granularity: str = "layer", *, cur
     dim 0, with the module's bias entry), most sensitive first. Traces are exact (sums of the exact
     diagonal)."""
     granularity = check_choice(granularity, "granularity", ("layer", "channel"))
-    op = _operator(model, loss_fn, data, curvature, options)
-    d = op.diagonal()
-    w = op.params.flatten(op.params.primals())
+    objective = _objective(model, loss_fn, data, curvature, options)
+    d = diagonal_curvature(objective, curvature)
+    w = objective.params.flatten(objective.params.primals())
     out = []
-    for module, channel, pos in _blocks(op.params, granularity):
+    for module, channel, pos in _blocks(objective.params, granularity):
         tr, sq = float(d[pos].sum()), float((w[pos] ** 2).sum())
         out.append(Sensitivity(module, channel, tr, pos.numel(), sq, tr / pos.numel() * sq, pos))
     return sorted(out, key=lambda s: -s.score)
@@ -240,28 +245,29 @@ def prune(model, loss_fn, data, sparsity: float, *, method: str = "obd", granula
         raise InvalidInputError("method='trace' ranks blocks: use granularity='channel' (or obd/obs for weights)")
     if method == "obs" and granularity == "channel":
         raise InvalidInputError("channel pruning by OBS is not provided; use 'obd', 'trace' or 'magnitude'")
-    objective = Objective(model, loss_fn, data, **options)
-    op = CURVATURES[check_choice(curvature, "curvature", tuple(CURVATURES))](objective)
-    spec = op.params
+    objective = _objective(model, loss_fn, data, curvature, options)
+    spec = objective.params
     w = spec.flatten(spec.primals()).clone()
+    diagonal = (lambda: diagonal_curvature(objective, curvature))
     loss_before = objective.loss()
     cand = default_candidates(spec)
     group_of = _tensor_of(spec, cand)
     if granularity == "weight":
         k_of = _quotas(group_of, sparsity, scope)
         if method == "obs":
-            keep, w, scores = _greedy_obs(op, w, cand, k_of, group_of, damping, obs_steps)
+            Hinv = _pd_factor(objective, curvature, damping).inverse()
+            keep, w, scores = _greedy_obs(Hinv, w, cand, k_of, group_of, obs_steps)
         else:
-            scores = w[cand].abs() if method == "magnitude" else 0.5 * op.diagonal()[cand] * w[cand] ** 2
+            scores = w[cand].abs() if method == "magnitude" else 0.5 * diagonal()[cand] * w[cand] ** 2
             keep = _select(scores, group_of, k_of)
         removed = cand[~keep]
     else:
         blocks = list(_blocks(spec, "channel"))
         if method == "trace":
-            d = op.diagonal()
+            d = diagonal()
             scores = torch.tensor([float(d[p].sum()) / p.numel() * float((w[p] ** 2).sum()) for _, _, p in blocks])
         elif method == "obd":
-            s = 0.5 * op.diagonal() * w * w
+            s = 0.5 * diagonal() * w * w
             scores = torch.tensor([float(s[p].sum()) for _, _, p in blocks])
         else:
             scores = torch.tensor([float((w[p] ** 2).sum()) for _, _, p in blocks])
@@ -303,10 +309,9 @@ def _select(scores: torch.Tensor, group_of: torch.Tensor, k_of: dict) -> torch.T
     return keep
 
 
-def _greedy_obs(op, w, cand, k_of, group_of, damping, steps):
-    """Greedy OBS with block updates of the dense inverse; returns (keep mask, new flat weights, first
-    saliencies)."""
-    Hinv = _pd_factor(op, damping).inverse()
+def _greedy_obs(Hinv, w, cand, k_of, group_of, steps):
+    """Greedy OBS with block updates of the dense inverse ``Hinv`` (overwritten); returns (keep mask, new flat
+    weights, first saliencies)."""
     cand_dev = cand.to(w.device)
     keep = torch.ones(cand.numel(), dtype=torch.bool)
     left = dict(k_of)
@@ -332,11 +337,10 @@ def _greedy_obs(op, w, cand, k_of, group_of, damping, steps):
         sel = torch.cat(chosen)
         Q = cand_dev[sel.to(w.device)]
         S = Hinv[Q][:, Q]
-        S = (S + S.T) / 2
-        cols = Hinv[:, Q]
-        w = w - cols @ torch.linalg.solve(S, w[Q])
-        Hinv = Hinv - cols @ torch.linalg.solve(S, cols.T)
-        Hinv = (Hinv + Hinv.T) / 2
+        cols = Hinv[:, Q].clone()
+        w.sub_(cols @ torch.linalg.solve((S + S.T) / 2, w[Q]))
+        # H^{-1} <- H^{-1} - H^{-1} E_Q [H^{-1}]_QQ^{-1} E_Q^T H^{-1}: in place, O(P^2 |Q|)
+        Hinv.addmm_(cols, torch.linalg.solve((S + S.T) / 2, cols.T), alpha=-1.0)
         w[Q] = 0
         keep[sel] = False
     return keep, w, first if first is not None else torch.zeros(cand.numel())

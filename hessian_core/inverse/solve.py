@@ -10,9 +10,10 @@ Methods:
   fine.
 * ``"dense"``: the ``(P, P)`` matrix from products (memory budget checked first: the matrix and its
   factor), Cholesky, or Bunch-Kaufman LDL^T when indefinite (:class:`.factor.SymmetricFactor`).
-* ``"auto"`` (default): ``"dense"`` when the matrix and its factor fit the budget and ``P <= AUTO_DENSE_MAX``
-  (or the operator is a dense matrix already), else ``"cg"``, switching to ``"minres"`` (and saying so in
-  ``SolveResult.note``) if CG meets negative curvature.
+* ``"auto"`` (default): ``"dense"`` when the matrix and its factor fit the budget and either the operator is
+  a dense matrix already or there are many right-hand sides (``k >= P / 16``, with ``P <= AUTO_DENSE_MAX``:
+  forming the matrix costs ``P`` products, CG about ``k`` per iteration); else ``"cg"``, switching to
+  ``"minres"`` (and saying so in ``SolveResult.note``) if CG meets negative curvature.
 
 Preconditioning (CG and MINRES): ``preconditioner="diagonal"`` uses the exact diagonal of ``A`` plus the
 damping (Jacobi; ``P`` products, or the structured diagonal of a Hessian of a Linear chain); a ``(P,)``
@@ -131,11 +132,14 @@ def solve(op, b, damping: float = 0.0, *, method: str = "auto", tol: float | Non
         out = A.matmat(V)
         return out + damping * V if damping != 0 else out
 
+    if method == "dense" and (preconditioner is not None or x0 is not None):
+        raise InvalidInputError("method='dense' solves exactly and uses no preconditioner or x0; drop them, or use "
+                                "method='cg' or 'minres'")
     note = None
     fallback = method == "auto"  # only "auto" may hand CG's negative curvature over to MINRES
     with A.reuse():
         if method == "auto":
-            method, note = choose_method(A)
+            method, note = choose_method(A, B.shape[1])
         if method == "dense":
             X, used, Mdense = _dense(A, B, damping)
             R = B - Mdense @ X
@@ -171,14 +175,19 @@ def solve(op, b, damping: float = 0.0, *, method: str = "auto", tol: float | Non
                        note=note)
 
 
-def choose_method(A: LinearOperator) -> tuple[str, str]:
-    """What ``method="auto"`` picks for ``A``: ``("dense" or "cg", why)``."""
+def choose_method(A: LinearOperator, k: int | None = None) -> tuple[str, str]:
+    """What ``method="auto"`` picks for ``A`` and ``k`` right-hand sides (``None``: many, as for an operator
+    whose products are repeated): ``("dense" or "cg", why)``."""
     inner = getattr(A, "op", A)
-    item = A.itemsize
-    fits = 3 * A.size * A.size * item <= A.budget
-    if fits and (A.size <= AUTO_DENSE_MAX or isinstance(inner, DenseOperator)):
-        return "dense", f"auto: dense (P={A.size} fits the budget)"
-    return "cg", f"auto: CG (P={A.size}" + (" is large)" if fits else " does not fit the budget densely)")
+    fits = 3 * A.size * A.size * A.itemsize <= A.budget
+    if fits and isinstance(inner, DenseOperator):
+        return "dense", "auto: dense (a dense matrix)"
+    many = k is None or 16 * k >= A.size
+    if fits and many and A.size <= AUTO_DENSE_MAX:
+        return "dense", f"auto: dense (P={A.size} fits the budget and the {k or 'many'} right-hand sides share it)"
+    why = ("does not fit the budget densely" if not fits else "is large" if A.size > AUTO_DENSE_MAX
+           else f"and {k} right-hand side(s): fewer products than forming the matrix")
+    return "cg", f"auto: CG (P={A.size} {why})"
 
 
 def _dense(A: LinearOperator, B: torch.Tensor, damping: float):

@@ -24,6 +24,10 @@ def test_solve_matches_dense_solve(method, preconditioner):
     A, B = spd(40)
     damping = 0.25
     ref = torch.linalg.solve(A + damping * torch.eye(40, dtype=D), B)
+    if method == "dense" and preconditioner is not None:
+        with pytest.raises(hc.InvalidInputError, match="no preconditioner"):
+            hc.solve(A, B, damping, method=method, preconditioner=preconditioner)
+        return
     res = hc.solve(A, B, damping, method=method, tol=1e-13, preconditioner=preconditioner)
     assert res.x.shape == B.shape
     torch.testing.assert_close(res.x, ref, rtol=0, atol=1e-10)
@@ -109,6 +113,10 @@ def test_dense_paths_check_the_budget_before_any_product():
         hc.InverseOperator(op, method="dense").matvec(B[:, 0])
     assert calls == []
     assert hc.solve(op, B, method="auto").method == "cg"  # auto does not try what does not fit
+    # auto forms a dense matrix for many right-hand sides, not for one (P products against a few CG iterations)
+    roomy = hc.FunctionOperator(matmat, 30)
+    assert hc.solve(roomy, B[:, 0], method="auto").method == "cg"
+    assert hc.solve(roomy, B, method="auto").method == "cholesky"
 
 
 def test_singular_dense_solve_is_refused():
