@@ -111,8 +111,10 @@ def test_prune_works_on_a_copy_with_the_right_masks():
         assert sum(int((~m).sum()) for m in res.masks.values()) == 10
         assert all(bool(m.all()) for n, m in res.masks.items() if n.endswith("bias"))
         assert res.loss_after == pytest.approx(hc.Objective(res.model, loss_fn, (X, y)).loss())
-    layer = hc.prune(model, loss_fn, (X, y), 0.5, method="obd", scope="layer")
-    assert int((~layer.masks["0.weight"]).sum()) == 6 and int((~layer.masks["2.weight"]).sum()) == 4
+    for method in ("obd", "obs"):
+        layer = hc.prune(model, loss_fn, (X, y), 0.5, method=method, scope="layer", damping=5.0)
+        assert int((~layer.masks["0.weight"]).sum()) == 6 and int((~layer.masks["2.weight"]).sum()) == 4
+        assert bool((layer.model[0].weight[~layer.masks["0.weight"]] == 0).all())
     chan = hc.prune(model, loss_fn, (X, y), 0.5, method="trace", granularity="channel", scope="layer")
     rows = (chan.model[0].weight == 0).all(1)
     assert int(rows.sum()) == 2 and bool((chan.model[0].bias[rows] == 0).all())
