@@ -29,7 +29,7 @@ def dense_curvature(objective, curvature: str, instead: str = "the diagonal or t
     check_dense_fits(P, objective.params.dtype, objective.budget, 1, f"the dense {curvature.upper()}", instead)
     if curvature == "ggn" and is_separable(objective):
         return ggn(objective)
-    return OPERATORS[curvature](objective).to_dense()
+    return OPERATORS[curvature](objective).to_dense().detach()
 
 
 def diagonal_curvature(objective, curvature: str) -> torch.Tensor:
@@ -37,4 +37,5 @@ def diagonal_curvature(objective, curvature: str) -> torch.Tensor:
     curvature = check_choice(curvature, "curvature", tuple(OPERATORS))
     if curvature == "ggn" and is_separable(objective):
         return ggn(objective, diagonal=True)
-    return OPERATORS[curvature](objective).diagonal()
+    # detached: the structured diagonal of conv Sequentials comes back attached to its graph (torch 2.13)
+    return OPERATORS[curvature](objective).diagonal().detach()

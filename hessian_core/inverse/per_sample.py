@@ -164,7 +164,7 @@ def _length(x) -> int:
     return int(x.shape[0]) if isinstance(x, torch.Tensor) else _length(x[0])
 
 
-def separability(objective, ctx, rtol: float = 1e-6, samples: int = 64) -> str | None:
+def separability(objective, ctx, rtol: float | None = None, samples: int = 64) -> str | None:
     """``None`` when the objective's loss on (the first ``samples`` samples of) batch ``ctx``, weighted as the
     objective weights a batch, is the sum of the per-sample losses; else why not. It is not for a loss that
     averages over something else than samples (``count_fn``, ``ignore_index``, class weights) or a model
@@ -179,6 +179,7 @@ def separability(objective, ctx, rtol: float = 1e-6, samples: int = 64) -> str |
         weight = weight if objective.reduction == "mean" else 1.0
         losses, _ = losses_and_gradients(objective, ctx, 0, m)
     total = float(losses.sum())
+    rtol = 1e3 * torch.finfo(objective.params.dtype).eps if rtol is None else rtol  # round-off of the two sums
     if abs(total - weight * batch) <= rtol * max(abs(total), abs(weight * batch), 1e-30):
         return None
     return (f"the loss of the first {m} samples of batch {ctx.index} ({weight * batch:.10g} with the objective's "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -67,8 +67,8 @@ class OBSSaliencies:
     indices: torch.Tensor
     saliencies: torch.Tensor
     inverse_diagonal: torch.Tensor
-    columns: torch.Tensor
-    weights: torch.Tensor
+    columns: torch.Tensor = field(repr=False)
+    weights: torch.Tensor = field(repr=False)
 
     def update(self, i: int) -> torch.Tensor:
         """The OBS change of all weights ``(P,)`` when candidate ``i`` (its position in ``indices``) alone is
@@ -149,7 +149,7 @@ class Sensitivity:
     numel: int
     sq_norm: float
     score: float
-    positions: torch.Tensor
+    positions: torch.Tensor = field(repr=False)
 
 
 def trace_sensitivities(model, loss_fn, data, granularity: str = "layer", *, curvature: str = "hessian",
