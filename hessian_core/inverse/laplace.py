@@ -82,16 +82,16 @@ class Laplace:
         self.objective = objective
         self.params = objective.params
         self.n_params = self.params.numel
+        if kind != "regression" and sigma_noise != 1.0:
+            raise InvalidInputError(f"sigma_noise is the noise of a Gaussian likelihood (MSELoss); the {kind} "
+                                    "likelihood has none: leave it at 1")
+        self.sigma_noise = sigma_noise
+        self.prior_precision = prior_precision  # validated before any pass over the data
         self.mean = self.params.flatten(self.params.primals()).clone()
         self._fitted_versions = _model_versions(model)
         self.loss, n = self._loss_and_count()
         self.n_data = n
         self.likelihood = Likelihood(kind, objective.reduction, n, _outputs_per_sample(objective, kind))
-        if kind != "regression" and sigma_noise != 1.0:
-            raise InvalidInputError(f"sigma_noise is the noise of a Gaussian likelihood (MSELoss); the {kind} "
-                                    "likelihood has none: leave it at 1")
-        self.sigma_noise = sigma_noise
-        self.prior_precision = prior_precision
         build = STRUCTURES["full" if structure == "last_layer" else structure]
         self.posterior = build(objective, self.curvature)
 
