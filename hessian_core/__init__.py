@@ -12,10 +12,26 @@ See :mod:`hessian_core.objective` for the normalization contract and the model p
 
 from . import (
     distributed,  # data-parallel curvature on torch.distributed: closure, shared_seed
+    inverse,  # solves, influence functions, Laplace approximations, pruning
     optim,  # hessian_core.optim.Newton / NewtonCG / HessianFree
 )
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
 from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
+from .inverse import (
+    InverseOperator,
+    Laplace,
+    OBSSaliencies,
+    Predictive,
+    PruneResult,
+    Sensitivity,
+    SolveResult,
+    influence_scores,
+    obd_saliencies,
+    obs_saliencies,
+    prune,
+    solve,
+    trace_sensitivities,
+)
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -46,6 +62,8 @@ __all__ = [
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
     "Objective", "ParamSpec",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
-    "newton_step", "NewtonStep", "optim", "distributed",
+    "newton_step", "NewtonStep", "optim", "distributed", "inverse",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
+    "solve", "SolveResult", "InverseOperator", "influence_scores", "Laplace", "Predictive",
+    "obd_saliencies", "obs_saliencies", "OBSSaliencies", "trace_sensitivities", "Sensitivity", "prune", "PruneResult",
 ]
