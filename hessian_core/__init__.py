@@ -16,6 +16,7 @@ from . import (
 )
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
 from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
+from .kfac import EKFACOperator, KFACOperator, KroneckerEigenOperator, KroneckerOperator
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -48,4 +49,5 @@ __all__ = [
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
     "newton_step", "NewtonStep", "optim", "distributed",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
+    "KFACOperator", "EKFACOperator", "KroneckerOperator", "KroneckerEigenOperator",
 ]
