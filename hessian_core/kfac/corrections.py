@@ -73,13 +73,32 @@ def _weighted_square_sum(M: torch.Tensor, signs) -> torch.Tensor:
 
 
 def _per_sample_square_sum(gq: torch.Tensor, aq: torch.Tensor, signs, budget: int) -> torch.Tensor:
-    """``sum_{j, n} sign (sum_s gq[j, n, s] aq[n, s]^T)^2``, in chunks of samples within the budget."""
-    k, B, _, d_out = gq.shape
+    """``sum_{j, n} sign[j, n] (sum_s gq[j, n, s] aq[n, s]^T)^2`` (entrywise square), ``(d_out, d_A)``.
+
+    Without weight sharing (``S = 1``) the square of an outer product is the outer product of the squares:
+    one matrix product. Otherwise, in chunks of samples within the budget, either per-sample gradients
+    (``d_out d_A`` numbers per sample and column) or, when smaller, Gram matrices over the positions
+    (``S^2 (d_out + d_A)``): ``sum_{s,t} (gq_s . gq_t)_o (aq_s . aq_t)_i``."""
+    k, B, S, d_out = gq.shape
     d_A = aq.shape[-1]
-    per_sample = k * d_out * d_A * gq.element_size() * 2
+    if S == 1:
+        g2 = gq[:, :, 0].square()
+        if signs is not None:
+            g2 = g2 * signs[..., None]
+        return g2.sum(0).T @ aq[:, 0].square()
+    item = gq.element_size()
+    gram = S * S * (d_out + d_A) < k * d_out * d_A
+    per_sample = item * (S * S * (k * d_out + d_A) if gram else 2 * k * d_out * d_A)
     chunk = int(max(1, min(B, budget // (4 * max(per_sample, 1)))))
     total = torch.zeros(d_out, d_A, dtype=gq.dtype, device=gq.device)
     for a in range(0, B, chunk):
-        D = torch.einsum("jnso,nsi->jnoi", gq[:, a:a + chunk], aq[a:a + chunk])
-        total += _weighted_square_sum(D, None if signs is None else signs[:, a:a + chunk])
+        g, x = gq[:, a:a + chunk], aq[a:a + chunk]
+        sg = None if signs is None else signs[:, a:a + chunk]
+        if gram:
+            Gg = torch.einsum("jnso,jnto->jnsto", g, g)
+            if sg is not None:
+                Gg = Gg * sg[:, :, None, None, None]
+            total += torch.einsum("nsto,nsti->oi", Gg.sum(0), torch.einsum("nsi,nti->nsti", x, x))
+        else:
+            total += _weighted_square_sum(torch.einsum("jnso,nsi->jnoi", g, x), sg)
     return total

@@ -14,7 +14,8 @@ product, ``(G ⊗ A + damping I)^{-1}``, exactly, through the eigendecomposition
 Grosse's factored Tikhonov heuristic (2015, section 6.3): ``(G + damping^(1/2) / pi I) ⊗ (A + pi damping^(1/2) I)``
 with ``pi = sqrt((tr A / d_A) / (tr G / d_G))`` (1 when either trace is 0), which is *not* ``G ⊗ A + damping
 I`` (it adds the cross terms ``damping^(1/2) (pi G ⊗ I + I ⊗ A / pi)``) but keeps the inverse a Kronecker
-product; :meth:`KroneckerOperator.damped` returns the matrix whose inverse that is.
+product; :meth:`KroneckerOperator.damped` returns the matrix whose inverse that is. A block whose input
+factor is ``1 x 1`` (a bias alone) is damped exactly under either choice.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class KroneckerOperator(LinearOperator):
     def _split(self, damping, split):
         damping = check_real(damping, "damping", nonnegative=True)
         split = check_choice(split, "split", SPLITS)
-        if split == "exact":
+        if split == "exact" or self.A.shape[0] == 1:  # a bias alone (A = [[1]]) has nothing to split with
             return damping, None
         pi = self.pi()
         return damping, (math.sqrt(damping) * pi, math.sqrt(damping) / pi)  # (added to A, added to G)

@@ -191,7 +191,7 @@ class MonteCarloCurvature(OutputCurvature):
         if not ok:
             raise InvalidInputError(
                 f"KFAC type='mc' draws labels from the likelihood of the loss, known for {MC_LOSSES}; "
-                f"{type(loss_fn).__name__} has none here. Use type='exact' (any loss) or type='empirical'")
+                f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)} has none here. Use type='exact' (any loss) or type='empirical'")
 
     def generator(self, ctx, device) -> torch.Generator:
         g = torch.Generator(device=device)
