@@ -189,9 +189,10 @@ class MonteCarloCurvature(OutputCurvature):
               or (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None)
               or (type(loss_fn) is nn.BCEWithLogitsLoss and loss_fn.weight is None and loss_fn.pos_weight is None))
         if not ok:
+            name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
             raise InvalidInputError(
-                f"KFAC type='mc' draws labels from the likelihood of the loss, known for {MC_LOSSES}; "
-                f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)} has none here. Use type='exact' (any loss) or type='empirical'")
+                f"KFAC type='mc' draws labels from the likelihood of the loss, known for {MC_LOSSES}; {name} has "
+                "none here. Use type='exact' (any loss) or type='empirical'")
 
     def generator(self, ctx, device) -> torch.Generator:
         g = torch.Generator(device=device)

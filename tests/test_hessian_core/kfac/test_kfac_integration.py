@@ -52,11 +52,11 @@ def test_kfac_inverse_as_a_scipy_cg_preconditioner():
         G += damping * np.eye(G.shape[0])
         b = np.random.default_rng(0).standard_normal(G.shape[0])
         M = hc.KFACOperator(net, lossf, data, separate_bias=False).inverse(damping).to_scipy()
-        n = [0]
-        x, info = sla.cg(G, b, M=M, rtol=1e-10, maxiter=500, callback=lambda _: n.__setitem__(0, n[0] + 1))
+        iterations = []
+        x, info = sla.cg(G, b, M=M, rtol=1e-10, maxiter=500, callback=iterations.append)
         assert info == 0 and np.allclose(x, np.linalg.solve(G, b), atol=1e-8)
         if net is linear:
-            assert n[0] == 1
+            assert len(iterations) == 1
 
 
 def test_preconditioned_cg_solves_and_keeps_the_trust_region_in_the_preconditioner_norm():
