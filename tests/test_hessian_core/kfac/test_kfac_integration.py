@@ -121,11 +121,11 @@ def test_hessian_free_and_newton_cg_take_a_kfac_preconditioner():
     net = nn.Linear(5, 2).double()
     fixed = hc.KFACOperator(net, mse, (X, Y), separate_bias=False).inverse(0.0)
     opt = hc.optim.NewtonCG(net.parameters(), trust_region=False, preconditioner=fixed, cg_rtol=1e-10)
-    before = float(mse(net(X), Y))
+    before = mse(net(X), Y).item()
     opt.step(lambda: mse(net(X), Y))
     assert opt.state[net.weight]["last"]["cg_iterations"] == 1
     lstsq = torch.linalg.lstsq(torch.cat([X, torch.ones(20, 1, dtype=D)], 1), Y).solution
     assert torch.allclose(net.weight.detach(), lstsq[:5].T, atol=1e-6)  # one Newton step solves least squares
-    assert float(mse(net(X), Y)) < before
+    assert mse(net(X), Y).item() < before
     with pytest.raises(InvalidInputError, match="size"):
         hc.optim.NewtonCG(net.parameters(), preconditioner=torch.eye(3, dtype=D)).step(lambda: mse(net(X), Y))
