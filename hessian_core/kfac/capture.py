@@ -47,7 +47,10 @@ class LayerCapture:
             if not args or not isinstance(args[0], torch.Tensor):
                 raise InvalidInputError(f"KFAC: layer '{layer.name}' was called without a positional input tensor")
             if self.want_inputs and layer.needs_inputs:
-                self.rows[layer.name] = layer.rows(args[0].detach()).clone()
+                x = args[0].detach()
+                rows = layer.rows(x)
+                # a copy when the rows share the input's memory: the forward may still write into it
+                self.rows[layer.name] = rows.clone() if rows.data_ptr() == x.data_ptr() else rows
             z = torch.zeros_like(output, requires_grad=True)
             self.leaves[layer.name] = z
             return output + z

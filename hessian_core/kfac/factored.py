@@ -28,6 +28,8 @@ class FactoredBlockOperator(BlockDiagonalOperator):
         if covered != size:
             raise InvalidInputError(f"the blocks cover {covered} of {size} entries; every entry needs a block")
         self.keys = list(keys) if keys is not None else [str(i) for i in range(len(self.blocks))]
+        # contiguous positions (a weight, a bias) are sliced rather than gathered and scattered
+        self._where = [_as_slice(idx) for idx, _ in self.blocks]
 
     def _check(self) -> None:
         """Called before every result; operators built from a model refuse stale factors here."""
@@ -40,7 +42,10 @@ class FactoredBlockOperator(BlockDiagonalOperator):
 
     def _matmat(self, V):
         self._check()
-        return super()._matmat(V)
+        out = torch.empty_like(V)  # the blocks partition the entries (checked at construction)
+        for where, (_, op) in zip(self._where, self.blocks):
+            out[where] = op.matmat(V[where])
+        return out
 
     def to_dense(self):
         self._check()
@@ -82,3 +87,11 @@ class FactoredBlockOperator(BlockDiagonalOperator):
 
     def plan(self) -> dict:
         return {**super().plan(), "keys": self.keys}
+
+
+def _as_slice(idx: torch.Tensor):
+    """``slice(a, b)`` when ``idx`` is ``a, a+1, ..., b-1``, else ``idx``."""
+    n = idx.numel()
+    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool((idx.diff() == 1).all()):
+        return slice(int(idx[0]), int(idx[0]) + n)
+    return idx

@@ -48,6 +48,6 @@ class KFACOperator(KroneckerFactoredCurvature):
         for layer in layers:
             A, G = self.factors[layer.name]
             for block in layer.blocks:
-                op = KroneckerOperator(input_factor_of(block, A, G), G, budget=budget, name=block.key)
+                op = KroneckerOperator(input_factor_of(block, A, G), G, budget=budget, name=block.key, check=False)
                 blocks.append((block.key, block.positions, op))
         return blocks

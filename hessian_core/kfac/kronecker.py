@@ -43,9 +43,11 @@ class KroneckerOperator(LinearOperator):
 
     kind = "Kronecker product"
 
-    def __init__(self, A: torch.Tensor, G: torch.Tensor, *, budget=None, name: str | None = None):
-        for what, M in (("A", A), ("G", G)):
-            _check_symmetric(M, what, name)
+    def __init__(self, A: torch.Tensor, G: torch.Tensor, *, budget=None, name: str | None = None,
+                 check: bool = True):
+        if check:  # factors computed here are symmetric by construction
+            for what, M in (("A", A), ("G", G)):
+                _check_symmetric(M, what, name)
         if A.dtype != G.dtype or A.device != G.device:
             raise InvalidInputError(f"Kronecker factors on {A.dtype}/{A.device} and {G.dtype}/{G.device}; give one "
                                     "dtype and device")
@@ -62,9 +64,7 @@ class KroneckerOperator(LinearOperator):
         return {**super().plan(), "layer": self.name, "d_G": self.G.shape[0], "d_A": self.A.shape[0]}
 
     def _matmat(self, V):
-        k = V.shape[1]
-        X = V.T.reshape(k, self.G.shape[0], self.A.shape[0])
-        return (self.G @ X @ self.A).reshape(k, -1).T
+        return _unstack(_sandwich(_stack(V, self.G.shape[0], self.A.shape[0]), self.G, self.A))
 
     def to_dense(self) -> torch.Tensor:
         P = self.size
@@ -116,7 +116,8 @@ class KroneckerOperator(LinearOperator):
         cA, cG = pair
         eyeA = torch.eye(self.A.shape[0], dtype=self.dtype, device=self.device)
         eyeG = torch.eye(self.G.shape[0], dtype=self.dtype, device=self.device)
-        return KroneckerOperator(self.A + cA * eyeA, self.G + cG * eyeG, budget=self.budget, name=self.name)
+        return KroneckerOperator(self.A + cA * eyeA, self.G + cG * eyeG, budget=self.budget, name=self.name,
+                                 check=False)
 
     def _damped_values(self, damping, split):
         a, QA, g, QG = self.eigh()
@@ -165,10 +166,8 @@ class KroneckerEigenOperator(LinearOperator):
         return f"KroneckerEigenOperator({label}{self.QG.shape[0]} x {self.QA.shape[0]}, dtype={self.dtype})"
 
     def _matmat(self, V):
-        k = V.shape[1]
-        X = V.T.reshape(k, self.QG.shape[0], self.QA.shape[0])
-        Y = (self.QG.T @ X @ self.QA) * self.values
-        return (self.QG @ Y @ self.QA.T).reshape(k, -1).T
+        Y = _sandwich(_stack(V, self.QG.shape[0], self.QA.shape[0]), self.QG.T, self.QA) * self.values[:, None, :]
+        return _unstack(_sandwich(Y, self.QG, self.QA.T))
 
     def to_dense(self) -> torch.Tensor:
         P = self.size
@@ -205,6 +204,24 @@ class KroneckerEigenOperator(LinearOperator):
         _no_pi(split, self.kind)
         damping = check_real(damping, "damping", nonnegative=True)
         return logdet_values(self.values + damping, f"the block{f' of {self.name}' if self.name else ''}")
+
+
+def _stack(V: torch.Tensor, dG: int, dA: int) -> torch.Tensor:
+    """``(dG dA, k)`` columns (row-major ``(dG, dA)`` matrices) -> ``(dG, k, dA)``."""
+    return V.reshape(dG, dA, V.shape[1]).transpose(1, 2)
+
+
+def _unstack(X: torch.Tensor) -> torch.Tensor:
+    """``(dG, k, dA)`` -> ``(dG dA, k)``."""
+    dG, k, dA = X.shape
+    return X.transpose(1, 2).reshape(dG * dA, k)
+
+
+def _sandwich(X: torch.Tensor, L: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``L X_j R`` for every ``X_j = X[:, j, :]``, as two large matrix products (not ``k`` small ones)."""
+    dG, k, dA = X.shape
+    Y = (L @ X.reshape(dG, k * dA)).reshape(dG * k, dA) @ R
+    return Y.reshape(L.shape[0], k, R.shape[1])
 
 
 def _no_pi(split, kind: str) -> None:
