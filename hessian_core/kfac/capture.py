@@ -58,9 +58,12 @@ class LayerCapture:
         return hook
 
 
-def forward_batch(objective, ctx, layers, inputs: bool = True):
-    """Run batch ``ctx`` through the model with the layers observed: ``(outputs f, capture)``."""
+def forward_batch(objective, ctx, layers, inputs: bool = True, verify: bool = False):
+    """Run batch ``ctx`` through the model with the layers observed: ``(outputs f, capture)``. With
+    ``verify=True`` the parameters enter the graph too (``cap.primals``), for :func:`verify_capture`."""
     primals = objective.params.primals()
+    if verify:
+        primals = tuple(p.detach().requires_grad_(True) for p in primals)
     with torch.enable_grad(), LayerCapture(layers, inputs) as cap:
         f = objective.forward(primals, ctx.inputs, seed=objective.seed_of(ctx.index))
     if not isinstance(f, torch.Tensor) or f.dim() < 1:
@@ -72,7 +75,59 @@ def forward_batch(objective, ctx, layers, inputs: bool = True):
             raise InvalidInputError(
                 f"KFAC: layer '{name}' sees inputs with leading dimension {rows.shape[0]}, but the model output has "
                 f"{B} samples; KFAC needs the sample dimension first in every covered layer (batch_first)")
+    cap.primals = primals if verify else None
     return f, cap
+
+
+def verify_capture(objective, f: torch.Tensor, cap: LayerCapture, layers, grads: dict, U: torch.Tensor) -> None:
+    """Self-check on a fixed random combination ``u`` of the columns ``U`` whose gradients ``grads`` are: the
+    gradient of ``<f, u>`` w.r.t. each covered weight and bias by
+    autograd through the model must equal the one assembled from the layer's captured inputs and output
+    gradients (``sum_{n,s} g a^T``, ``sum_{n,s} g``). They differ when a parameter is also used outside its
+    layer's call (a custom forward, a parent calling ``F.linear`` on it, ``nn.MultiheadAttention``'s
+    ``out_proj``): KFAC's factors would then describe something else, so this raises, naming the layer."""
+    spec = objective.params
+    index = {id(t): i for i, t in enumerate(spec.tensors)}
+    r = torch.randn(U.shape[0], generator=torch.Generator().manual_seed(0), dtype=U.dtype).to(U.device)
+    u = torch.tensordot(r, U, dims=1)
+    checks = []  # (layer, which, assembled or None, primal)
+    for layer in layers:
+        m = layer.module
+        g = grads.get(layer.name)
+        for which, p in (("weight", m.weight if layer.weight is not None else None),
+                         ("bias", m.bias if layer.bias is not None else None)):
+            if p is None:
+                continue
+            if g is None:
+                mine = None
+            elif which == "weight":
+                rows = cap.rows.get(layer.name)
+                mine = None if rows is None else torch.einsum("j,jnso,nsi->oi", r, g, rows)
+            else:
+                mine = torch.tensordot(r, g, dims=1).sum((0, 1))
+            checks.append((layer, which, mine, cap.primals[index[id(p)]]))
+    if not checks:
+        return
+    auto = torch.autograd.grad(f, [c[3] for c in checks], grad_outputs=u, retain_graph=True, allow_unused=True)
+    eps = torch.finfo(f.dtype).eps
+    for (layer, which, mine, p), a in zip(checks, auto):
+        a = torch.zeros_like(p) if a is None else a
+        a = a.reshape(a.shape[0], -1) if which == "weight" else a
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        if mine is None:
+            if scale > 0:
+                raise InvalidInputError(
+                    f"KFAC: the {which} of layer '{layer.name}' ({layer.kind}) is used in the forward, but the layer "
+                    "is not called (a parent module uses its parameters directly, as nn.MultiheadAttention does "
+                    "with out_proj); leave it out (params=...) or use uncovered='exact'")
+            continue
+        diff = float((mine - a).abs().max())
+        if diff > 1e4 * eps * max(scale, float(mine.abs().max()), 1e-300):
+            raise InvalidInputError(
+                f"KFAC: the gradient of the {which} of layer '{layer.name}' ({layer.kind}) assembled from the layer's "
+                f"inputs and output gradients differs from autograd's (max difference {diff:.3g} of {scale:.3g}): "
+                "its parameters are also used outside its call (a custom forward, tied or reused weights). "
+                "Leave it out (params=...) or use uncovered='exact'")
 
 
 class Backprop:

@@ -15,14 +15,16 @@ its output:
 sum c`` for a mean loss, 1 for a sum, 1 per sample for the empirical type (divided by the total count).
 So ``A`` is an average over rows, ``G`` carries the loss's scale, and ``G ⊗ A`` does not depend on how the
 data is split into batches: batches of 4, 4 and 2 give the factors of the 10 samples as one batch.
-With weight and bias together the rows are ``[a, 1]``.
+With weight and bias together the rows are ``[a, 1]``. A layer never called has zero factors (its
+parameters do not affect the loss); a parameter used outside its layer's call is refused on the first batch
+(:func:`~hessian_core.kfac.capture.verify_capture`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .capture import Backprop, column_chunk, forward_batch
+from .capture import Backprop, column_chunk, forward_batch, verify_capture
 
 APPROXES = ("expand", "reduce")
 
@@ -62,11 +64,12 @@ def kronecker_factors(objective, layers, curvature, approx: str) -> dict[str, tu
     backprop = Backprop()
 
     def contribution(ctx, acc, w):
-        f, cap = forward_batch(objective, ctx, layers)
+        verify = ctx.index == 0
+        f, cap = forward_batch(objective, ctx, layers, verify=verify)
         for layer in layers:
             s = slots[layer.name]
             if s["kind"] and layer.name in cap.rows:
-                a = augmented(cap.rows.pop(layer.name), s["kind"])
+                a = augmented(cap.rows[layer.name], s["kind"])
                 a = a.reshape(-1, a.shape[-1]) if approx == "expand" else a.mean(1)
                 acc[s["A"]].add_(a.T @ a)  # rows are averaged, whatever the loss weighting: A/R below
                 acc[s["A"] + 1].add_(a.shape[0])
@@ -74,6 +77,8 @@ def kronecker_factors(objective, layers, curvature, approx: str) -> dict[str, tu
         step = column_chunk(objective, U.shape[0])
         for j in range(0, U.shape[0], step):
             grads = backprop(f, cap, layers, U[j:j + step])
+            if verify and j == 0:
+                verify_capture(objective, f, cap, layers, grads, U[j:j + step])
             sg = None if signs is None else signs[j:j + step]
             for name, g in grads.items():
                 if approx == "reduce":

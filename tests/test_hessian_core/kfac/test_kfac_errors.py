@@ -111,6 +111,49 @@ def test_unsupported_layer_options_and_uses_are_named():
         hc.KFACOperator(SequenceFirst().double(), ce, (torch.randn(5, 3, 4, dtype=D), y2))
 
 
+def test_parameters_used_outside_their_layer_are_caught_by_the_self_check():
+    torch.manual_seed(3)
+    X, y = torch.randn(5, 6, 4, dtype=D), torch.randint(0, 3, (5,))
+    ce = nn.CrossEntropyLoss()
+
+    class Attention(nn.Module):  # nn.MultiheadAttention uses out_proj's weight without calling out_proj
+        def __init__(self):
+            super().__init__()
+            self.att = nn.MultiheadAttention(4, 2, batch_first=True)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.att(x, x, x)[0]).mean(1)
+
+    with pytest.raises(InvalidInputError, match=r"'att\.out_proj' \(Linear\) is used in the forward, but the layer"):
+        hc.KFACOperator(Attention().double(), ce, (X, y), uncovered="diagonal")
+
+    class Reused(nn.Module):  # fc's weight also enters through F.linear outside fc's call
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.fc(x))
+            return self.out(h + nn.functional.linear(h, self.fc.weight))
+
+    with pytest.raises(InvalidInputError, match=r"weight of layer 'fc' \(Linear\) assembled .* differs"):
+        hc.KFACOperator(Reused().double(), ce, (X[:, 0], y))
+
+    class Unused(nn.Module):  # a head that the loss does not see: its exact block is zero, and so is KFAC's
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.aux = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    op = hc.KFACOperator(Unused().double(), ce, (X[:, 0], y))
+    assert float(op.block("aux.weight").to_dense().abs().max()) == 0.0
+
+
 def test_option_and_loss_errors():
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
     X, y = data()
