@@ -32,6 +32,7 @@ from .inverse import (
     solve,
     trace_sensitivities,
 )
+from .kfac import EKFACOperator, KFACOperator, KroneckerEigenOperator, KroneckerOperator
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -66,4 +67,5 @@ __all__ = [
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
     "solve", "SolveResult", "InverseOperator", "influence_scores", "Laplace", "Predictive",
     "obd_saliencies", "obs_saliencies", "OBSSaliencies", "trace_sensitivities", "Sensitivity", "prune", "PruneResult",
+    "KFACOperator", "EKFACOperator", "KroneckerOperator", "KroneckerEigenOperator",
 ]

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..operators import DenseOperator, FunctionOperator
-from .curvature import dense_curvature, diagonal_curvature
+from .curvature_matrices import dense_curvature, diagonal_curvature
 from .factor import check_dense_fits
 
 CURVATURES = ("ggn", "hessian", "ef")

@@ -30,7 +30,7 @@ from ..errors import InvalidInputError
 from ..memory import check_fits
 from ..objective import Objective
 from ..operators import GGNOperator, HessianOperator
-from .curvature import dense_curvature, diagonal_curvature
+from .curvature_matrices import dense_curvature, diagonal_curvature
 from .factor import SymmetricFactor, check_dense_fits
 from .solve import solve
 
