@@ -4,7 +4,10 @@
 Every structured result goes through :meth:`Objective.accumulate` (global normalization over batches,
 eval-mode policy, progress bar) and is checked against the model's own output on every batch; when any
 batch turns out not to fit (inputs of another shape, a loss that couples samples), the partial result is
-dropped and ``None`` is returned, so the fallback is silent and always exact.
+dropped and ``None`` is returned, so the fallback is silent and always exact. Any other failure inside a
+structured path (an in-place activation, a loss the path cannot evaluate) falls back the same way, and
+``objective.notes["structured"]`` records why for ``plan()``: a fast path never fails where the generic
+path works.
 """
 
 from __future__ import annotations
@@ -49,8 +52,18 @@ def _accumulate_or_none(objective, contribution, out, desc: str):
             contribution(ctx, acc, w)
         except NotApplicable:
             failed.append(ctx.index)
+        except Exception as e:  # noqa: BLE001 - any failure of a fast path falls back to the generic path
+            failed.append(ctx.index)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            objective.notes["structured"] = f"{desc} failed on batch {ctx.index} ({type(e).__name__}: {first}); " \
+                                            "the generic path ran instead"
 
-    objective.accumulate(guarded, out, desc=desc)
+    try:
+        objective.accumulate(guarded, out, desc=desc)
+    except Exception as e:  # noqa: BLE001 - e.g. a non-finite structured result: the generic path decides
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        objective.notes["structured"] = f"{desc} failed ({type(e).__name__}: {first}); the generic path ran instead"
+        return None
     return None if distributed.any_rank(objective, bool(failed)) else out
 
 
