@@ -184,13 +184,14 @@ def _weight_norm(used, v, g, dim=0):
 
 
 def _rrelu(used, input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    x = input.clone() if inplace else input  # the backward needs the input as it was
     if training:
         used["rrelu (train)"] = "slopes drawn as lower + (upper - lower) * torch.rand(shape), the same in every pass"
-        slopes = lower + (upper - lower) * _uniform(input.shape, input)
-        out = torch.where(input >= 0, input, input * slopes)
+        slopes = lower + (upper - lower) * _uniform(x.shape, x)
+        out = torch.where(x >= 0, x, x * slopes)
     else:
         used["rrelu"] = "leaky_relu with slope (lower + upper) / 2, as RReLU in eval mode (forward mode)"
-        out = F.leaky_relu(input, (lower + upper) / 2)
+        out = F.leaky_relu(x, (lower + upper) / 2)
     return input.copy_(out) if inplace else out
 
 

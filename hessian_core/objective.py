@@ -348,7 +348,18 @@ class Objective:
                torch.zeros(self.params.numel, dtype=self.params.dtype, device=self.params.device)]
 
         def contribution(ctx, acc, w):
-            g, v = torch.func.grad_and_value(ctx.loss)(primals)
+            try:
+                g, v = torch.func.grad_and_value(ctx.loss)(primals)
+            except (RuntimeError, NotImplementedError) as e:
+                from .operators.autograd_products import transforms_unsupported
+
+                if not transforms_unsupported(e):
+                    raise
+                leaves = tuple(p.detach().requires_grad_() for p in primals)  # plain autograd, as the operators
+                with torch.enable_grad():
+                    v = ctx.loss(leaves)
+                    g = torch.autograd.grad(v, leaves, allow_unused=True)
+                g = [torch.zeros_like(p) if x is None else x for x, p in zip(g, primals)]
             acc[0].add_(v.detach(), alpha=w)
             acc[1].add_(self.params.flatten(g), alpha=w)
 

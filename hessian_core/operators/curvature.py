@@ -206,7 +206,7 @@ class CurvatureOperator(LinearOperator):
         back to a loop for models that vmap rejects (the first failure is reported once as a warning). When
         one vector at a time fails too, the failure is not vmap's: that error is raised."""
         tangents = self._tangents(V)
-        if self.vmap_ok:
+        if self.vmap_ok and V.shape[1] > 1:  # (one vector: a direct call, without vmap's overhead)
             try:
                 return self._flat_columns(vmap(fn, randomness="same")(tangents))
             except (RuntimeError, NotImplementedError) as e:

@@ -56,6 +56,8 @@ class HessianOperator(CurvatureOperator):
         self.engine_note: str | None = None
         #: the self-check's result on the first batch (None before it ran)
         self.check_report: str | None = None
+        #: whether forward-over-reverse was compared with reverse-over-reverse (before its first use)
+        self.forward_checked = False
         #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
         self.last_strategy: str | None = None
 
@@ -72,6 +74,7 @@ class HessianOperator(CurvatureOperator):
             child.check_report = f"{self.check_report} (on all {self.size} parameters)"
             child.forward_over_reverse_ok, child.forward_over_reverse_note = (
                 self.forward_over_reverse_ok, self.forward_over_reverse_note)
+            child.forward_checked = self.forward_checked
             child.engine, child.engine_note = self.engine, self.engine_note
         return child
 
@@ -145,31 +148,35 @@ class HessianOperator(CurvatureOperator):
                 return getattr(current["products"], method)(V)
 
         if self.self_check and self.check_report is None:
-            self._run_self_check(lambda V: run("reverse", V), lambda V: run("forward", V), ctx)
+            self.check_report = _check.check_symmetry(self, lambda V: run("reverse", V), "Hessian")
 
         def apply(V):
             return run("apply", V)
 
         return apply
 
-    def _run_self_check(self, reverse, forward, ctx):
-        report = _check.check_symmetry(self, reverse, "Hessian")
+    def _check_forward(self, forward, reverse):
+        """Forward-over-reverse against reverse-over-reverse on one probe, before forward-over-reverse is used
+        for the first time (a wrong nested forward-mode derivative is then never used)."""
+        self.forward_checked = True
         tol = _check.tolerance(self.dtype)
-        random = self.objective.train_mode or self.objective.validate().random
-        if self.engine == "torch.func" and self.forward_over_reverse_ok and not random and tol is not None:
-            u = _check.probes(self.params, 1)
-            try:
-                diff = _check.relative_difference(forward(u), reverse(u))
-            except (RuntimeError, NotImplementedError) as e:
-                self._no_forward_over_reverse("no forward-mode derivative here: " + str(e).strip().splitlines()[0])
-            else:
-                if diff > tol:
-                    self._no_forward_over_reverse(
-                        f"disagreed with reverse-over-reverse by {diff:.1e} (relative) in the self-check: PyTorch's "
-                        "nested forward-mode derivative is wrong here; reverse-over-reverse is used")
-                else:
-                    report += f"; forward-over-reverse agrees ({diff:.1e})"
-        self.check_report = report
+        known = _check.remembered(self, "forward-over-reverse")
+        if tol is None or known is not None:
+            self.check_report += "; forward-over-reverse " + (known or "unchecked")
+            return
+        u = _check.probes(self.params, 1)
+        try:
+            diff = _check.relative_difference(forward(u), reverse(u))
+        except (RuntimeError, NotImplementedError) as e:
+            self._no_forward_over_reverse("no forward-mode derivative here: " + str(e).strip().splitlines()[0])
+            return
+        if diff > tol:
+            self._no_forward_over_reverse(
+                f"disagreed with reverse-over-reverse by {diff:.1e} (relative) in the self-check: PyTorch's nested "
+                "forward-mode derivative is wrong here; reverse-over-reverse is used")
+        else:
+            self.check_report += f"; forward-over-reverse agrees ({diff:.1e})"
+            _check.remember(self, "forward-over-reverse", f"agrees ({diff:.1e})")
 
     def _no_forward_over_reverse(self, why: str):
         self.forward_over_reverse_ok = False
@@ -246,6 +253,10 @@ class _FuncProducts:
             # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions. Not
             # for random forwards: each chunk reruns the forward, and the draws must stay those of the one
             # reverse-mode graph.
+            if op.self_check and not op.forward_checked and op.check_report is not None:
+                op._check_forward(self.forward, self.reverse)
+                if not op.forward_over_reverse_ok:
+                    return self.reverse(V)
             try:
                 return self.forward(V)
             except (RuntimeError, NotImplementedError) as e:

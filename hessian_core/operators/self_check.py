@@ -9,9 +9,15 @@ forward-over-reverse against reverse-over-reverse on ``u`` (one more product) be
 A failed symmetry check is localized to parameter tensors (two products per tensor, only then) and raised
 as an :class:`~hessian_core.errors.InvalidInputError` naming the modules; a failed forward-mode comparison
 makes the Hessian keep to reverse-over-reverse, and :meth:`plan` says so.
+
+A verdict depends on the operations a model and loss use, not on the parameter values: a passed check is
+remembered for the same model object, loss object, mode and structure (modules, parameters, hooks), so a
+loop that builds a new operator per product (``hc.hvp``) pays for it once.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -51,16 +57,51 @@ def relative_difference(x: torch.Tensor, y: torch.Tensor) -> float:
 def check_symmetry(op, products, what: str) -> str:
     """Two products with a fixed random pair; returns the report line, raises when ``A`` is not symmetric.
 
-    ``products(V)``: the batch's curvature times ``V`` of shape ``(P, k)``.
+    ``products(V)``: the batch's curvature times ``V`` of shape ``(P, k)`` (called one column at a time:
+    a single product takes the cheapest path).
     """
     tol = tolerance(op.dtype)
     if tol is None:
         return f"skipped ({op.dtype} is too coarse to check)"
+    known = remembered(op, what)
+    if known is not None:
+        return known
     U = probes(op.params, 2)
-    defect = symmetry_defect(U, products(U))
+    defect = symmetry_defect(U, torch.cat([products(U[:, j:j + 1]) for j in range(2)], dim=1))
     if defect > tol:
         raise asymmetric(op, products, what, defect)
-    return f"symmetric on a random pair (defect {defect:.1e})"
+    report = f"symmetric on a random pair (defect {defect:.1e})"
+    remember(op, what, report)
+    return report
+
+
+_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> loss_fn -> {key: report}
+
+
+def _key(op, what: str):
+    o = op.objective
+    hooks = tuple(len(getattr(m, h, None) or {}) for m in o.model.modules()
+                  for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+    structure = tuple((n, type(m)) for n, m in o.model.named_modules())
+    return (what, o.train_mode, tuple(op.params.names), tuple(op.params.shapes), op.dtype, str(op.device), hooks,
+            structure)
+
+
+def remembered(op, what: str) -> str | None:
+    """The report of a passed check of ``what`` for this model, loss and structure, if there is one."""
+    try:
+        found = _VERDICTS.get(op.objective.model, {}).get(op.objective.loss_fn, {}).get(_key(op, what))
+    except TypeError:  # a loss object that cannot be weakly referenced or hashed: no memory
+        return None
+    return None if found is None else found + " (remembered for this model and loss)"
+
+
+def remember(op, what: str, report: str) -> None:
+    try:
+        per_model = _VERDICTS.setdefault(op.objective.model, weakref.WeakKeyDictionary())
+        per_model.setdefault(op.objective.loss_fn, {})[_key(op, what)] = report
+    except TypeError:
+        pass
 
 
 def asymmetric(op, products, what: str, defect: float) -> InvalidInputError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
+from ..errors import HessianCoreError
 from .chain import NotApplicable, parse_chain
 from .chain_batch import ChainBatch
 from .chain_dense import add_batch_hessian, mirror_lower_blocks
@@ -60,7 +61,9 @@ def _accumulate_or_none(objective, contribution, out, desc: str):
 
     try:
         objective.accumulate(guarded, out, desc=desc)
-    except Exception as e:  # noqa: BLE001 - e.g. a non-finite structured result: the generic path decides
+    except HessianCoreError:  # the data's, the budget's or a peer rank's: the generic path would raise it too
+        raise
+    except Exception as e:  # noqa: BLE001 - a torch error on the structured result: the generic path decides
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         objective.notes["structured"] = f"{desc} failed ({type(e).__name__}: {first}); the generic path ran instead"
         return None

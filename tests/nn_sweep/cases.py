@@ -27,9 +27,14 @@ from .reference import D, Setup
 
 N = 4  # samples per batch
 
+#: cases refused today only because their fused attention kernel has no second derivative: the math backend
+#: of scaled_dot_product_attention (issue 14, "transformers") makes them exact; either outcome is accepted
+PENDING = {"scaled_dot_product": ("MultiheadAttention", "Transformer")}
+
 #: discovered classes that are not layers (abstract bases without a forward of their own), with the reason
 NOT_LAYERS = {
     "RNNCellBase": "abstract base of RNNCell/LSTMCell/GRUCell: no forward of its own",
+    "RNNBase": "base class of RNN/LSTM/GRU: no forward of its own",
 }
 
 
@@ -298,7 +303,7 @@ SHAPES = {  # parameter-free modules on (N, C, spatial...) inputs: (module, dims
     "LPPool1d": (lambda: nn.LPPool1d(2, 2), 1, 2), "LPPool2d": (lambda: nn.LPPool2d(2, 2, stride=1), 2, 2),
     "LPPool3d": (lambda: nn.LPPool3d(2, 2), 3, 1),
     "FractionalMaxPool2d[random regions]": (lambda: nn.FractionalMaxPool2d(2, output_size=2), 2, 2),
-    "FractionalMaxPool3d[random regions]": (lambda: nn.FractionalMaxPool3d(2, output_size=2), 3, 1),
+    "FractionalMaxPool3d[random regions]": (lambda: nn.FractionalMaxPool3d(2, output_size=1), 3, 1),
     "CircularPad1d": (lambda: nn.CircularPad1d(1), 1, 2), "CircularPad2d": (lambda: nn.CircularPad2d(1), 2, 2),
     "CircularPad3d": (lambda: nn.CircularPad3d(1), 3, 1),
     "ConstantPad1d": (lambda: nn.ConstantPad1d(1, 0.5), 1, 2),
@@ -492,7 +497,7 @@ RNNS = {
         3, 3, num_layers=2, nonlinearity="relu", batch_first=True),
     "LSTM": lambda: nn.LSTM(3, 3, batch_first=True), "LSTM[bidirectional, proj_size]": lambda: nn.LSTM(
         3, 3, batch_first=True, bidirectional=True, proj_size=2),
-    "GRU": lambda: nn.GRU(3, 3, batch_first=True), "RNNBase[GRU]": lambda: nn.RNNBase("GRU", 3, 3, batch_first=True),
+    "GRU": lambda: nn.GRU(3, 3, batch_first=True),
 }
 
 

@@ -127,7 +127,11 @@ class Reference:
         with torch.enable_grad():
             loss = self.loss_fn(self.outputs(theta), self.targets)
             loss.backward()
-        return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in self.params])
+        return self._flat_grad()
+
+    def _flat_grad(self) -> torch.Tensor:
+        return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad.to_dense()).reshape(-1)
+                          for p in self.params])
 
     def held_indices(self) -> list[int]:
         """Flat indices of the held entries."""
@@ -170,10 +174,11 @@ class Reference:
             floating = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.is_floating_point()]
             flat = torch.cat([leaves[i].reshape(-1) for i in floating])
             rows = []
-            for k in range(flat.numel()):
-                g = torch.autograd.grad(flat[k], self.params, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(torch.zeros_like(p) if x is None else x).reshape(-1)
-                                       for x, p in zip(g, self.params)]))
+            for k in range(flat.numel()):  # .backward(), as reentrant checkpointing refuses autograd.grad
+                for p in self.params:
+                    p.grad = None
+                flat[k].backward(retain_graph=True)
+                rows.append(self._flat_grad())
             J = torch.stack(rows)
         base = flat.detach()
         frozen = [t.detach() if isinstance(t, torch.Tensor) else t for t in leaves]
@@ -229,6 +234,9 @@ def state_of(model: nn.Module, data) -> dict:
     """Everything of the user's that analysis must leave as it was."""
     state = {}
     for name, t in model.state_dict(keep_vars=True).items():
+        if isinstance(t, nn.parameter.UninitializedParameter):  # a lazy module before its first forward
+            state[f"state_dict[{name}]"] = ((type(t), (), torch.zeros(0, dtype=torch.uint8)), t.requires_grad, id(t))
+            continue
         state[f"state_dict[{name}]"] = (_bits(t), t.requires_grad, id(t))
     for name, p in model.named_parameters(remove_duplicate=False):
         state[f"{name}.grad"] = None if p.grad is None else _bits(p.grad)

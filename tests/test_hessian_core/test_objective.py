@@ -295,3 +295,22 @@ def test_buffers_and_inputs_written_in_forward_stay_untouched():
     ref = nn.Sequential(nn.Linear(3, 2)).to(D)
     ref[0].load_state_dict(model.lin.state_dict())
     torch.testing.assert_close(H, autograd_hessian(ref, nn.MSELoss(), X - X.mean(0), Y), rtol=1e-10, atol=1e-12)
+
+
+def test_empirical_fisher_weights_samples_by_their_count():
+    """F = sum_i c_i g_i g_i^T / sum_i c_i: a sample counts its target's class weight, 0 when ignored."""
+    model = nn.Sequential(nn.Linear(3, 3)).to(D)
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=D)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    X, Y = torch.randn(7, 3, dtype=D), torch.randint(0, 3, (7,))
+    Y[2] = -100
+    F = hc.EmpiricalFisherOperator(model, loss_fn, [(X[:4], Y[:4]), (X[4:], Y[4:])]).to_dense()
+    ref = torch.zeros_like(F)
+    for i in range(7):
+        if Y[i] < 0:
+            continue
+        model.zero_grad()
+        nn.CrossEntropyLoss()(model(X[i:i + 1]), Y[i:i + 1]).backward()
+        g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        ref += weight[Y[i]] * torch.outer(g, g)
+    torch.testing.assert_close(F, ref / weight[Y[Y >= 0]].sum(), rtol=1e-10, atol=1e-12)

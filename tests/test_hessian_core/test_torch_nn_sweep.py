@@ -8,8 +8,10 @@ finite differences of PyTorch's *first-order* gradients (two step sizes; never P
 derivatives, which are wrong for some modules), and the model's state_dict, ``.grad``, hooks, train/eval
 flags and the data are compared bit for bit before and after every call, raised or not.
 
-CI runs a representative subset (:data:`CI_SUBSET_EVERY`); ``HC_FULL_SWEEP=1`` runs every case, and
-``HC_SWEEP_REPORT=path.md`` writes the counts and the refusals (what docs/models.md records).
+CI runs a representative subset: every :data:`CI_SUBSET_EVERY`-th case by name, every refusal, and the
+cases of :data:`ALWAYS` (each problem the issues reported); ``HC_FULL_SWEEP=1`` runs every case (about two
+minutes on two busy cores), and ``HC_SWEEP_REPORT=path.md`` writes the counts and the refusals (what
+docs/models.md records).
 """
 
 from __future__ import annotations
@@ -20,16 +22,27 @@ from collections import Counter
 
 import pytest
 import torch
-from nn_sweep.cases import CASES, NOT_LAYERS, discovered
+from nn_sweep.cases import CASES, NOT_LAYERS, PENDING, discovered
 from nn_sweep.reference import Reference, changes, finite_difference, state_of
 from torch.nn.utils import parametrize
 
 import hessian_core as hc
 
+# The sweep exercises what PyTorch warns about (KLDivLoss's 'mean', vmap fallbacks, deprecated modules).
+pytestmark = pytest.mark.filterwarnings("ignore")
+
 ENTRY_POINTS = ("hessian", "matvec", "matmat", "diagonal", "blocks", "ggn")
 TOLERANCE = 1e-6  # relative to the reference's largest entry; wrong answers seen were 1e-3 .. 1
-KINK = 1e-5  # finite differences at two steps disagreeing by more: the point sits on a kink
-CI_SUBSET_EVERY = 1
+KINK = 1e-3  # finite differences at two steps disagreeing by more (relative): the point sits on a kink
+CI_SUBSET_EVERY = 3
+#: name prefixes always in the CI subset: the cases the issues reported as wrong, changed or raw
+ALWAYS = ("Embedding", "weight_norm", "spectral_norm[parametrizations, train]", "parametrize.cached", "Hardsigmoid",
+          "ReLU[inplace, Linear chain]", "RReLU", "GaussianNLLLoss", "CosineEmbeddingLoss", "TripletMarginLoss",
+          "MultiMarginLoss", "MultiLabelMarginLoss", "CTCLoss", "KLDivLoss[batchmean", "CrossEntropyLoss[ignore",
+          "NLLLoss[", "buffers", "input written", "MinMaxObserver", "F.dropout", "randn_like",
+          "FractionalMaxPool2d", "checkpoint", "full backward hook", "autograd.Function", "dict output",
+          "LSTM[pack", "CrossMapLRN2d", "BatchNorm1d[train", "LinearCrossEntropyLoss", "DataParallel",
+          "TransformerEncoderLayer[train")
 FULL = os.environ.get("HC_FULL_SWEEP") == "1"
 DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "models.md")
 
@@ -38,7 +51,8 @@ def selected() -> list[str]:
     names = sorted(CASES)
     if FULL or CI_SUBSET_EVERY == 1:
         return names
-    return [n for i, n in enumerate(names) if i % CI_SUBSET_EVERY == 0 or CASES[n][1] is not None]
+    return [n for i, n in enumerate(names)
+            if i % CI_SUBSET_EVERY == 0 or CASES[n][1] is not None or n.startswith(ALWAYS)]
 
 
 def _call(entry: str, setup, options, vectors):
@@ -179,12 +193,43 @@ def test_case(name):
     refusal = CASES[name][1]
     bad = {e: o for e, o in outcomes.items() if o[0] in ("raw", "wrong", "changed")}
     assert not bad, f"{name}: {bad}"
+    pending = next((phrase for phrase, prefixes in PENDING.items() if name.startswith(prefixes)), None)
+    if pending is not None:
+        assert all(s == "exact" or pending in d for s, d in outcomes.values()), f"{name}: {outcomes}"
+        return
     if refusal is None:
         assert all(s == "exact" for s, _ in outcomes.values()), f"{name}: {outcomes}"
     else:
         for entry, (status, detail) in outcomes.items():
             assert status == "refused" and refusal in detail, f"{name} {entry}: expected a refusal naming " \
                                                               f"{refusal!r}, got {status}: {detail}"
+
+
+def test_the_state_check_sees_every_change():
+    """The bit-for-bit comparison can fail: each kind of change to a model or its data is reported."""
+    from torch import nn
+
+    def fresh():
+        model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).double()
+        return model, (torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64))
+
+    edits = {
+        "state_dict[0.weight]": lambda m, d: m[0].weight.data.copy_(  # one unit in the last place
+            torch.nextafter(m[0].weight.data, torch.full_like(m[0].weight.data, 9.0))),
+        "0.weight.grad": lambda m, d: setattr(m[0].weight, "grad", torch.zeros(2, 2, dtype=torch.float64)),
+        "state_dict[1.running_mean]": lambda m, d: m[1].running_mean.add_(1.0),
+        "module[1]": lambda m, d: m[1].eval(),
+        "module[0]": lambda m, d: m[0].register_forward_hook(lambda *a: None),
+        "data[0]": lambda m, d: d[0].mul_(-1.0),
+        "state_dict[0.bias]": lambda m, d: m[0].bias.requires_grad_(False),
+    }
+    for key, edit in edits.items():
+        model, data = fresh()
+        before = state_of(model, data)
+        edit(model, data)
+        assert key in changes(before, state_of(model, data)), key
+    model, data = fresh()
+    assert changes(state_of(model, data), state_of(model, data)) == []
 
 
 def test_every_torch_nn_class_has_a_case():

@@ -101,6 +101,8 @@ def test_self_check_passes_and_is_reported():
     op = hc.HessianOperator(model, squares, data(), strategy="generic")
     op.matvec(torch.ones(op.shape[0], dtype=D))
     assert op.plan()["self-check"].startswith("symmetric on a random pair")
+    assert "forward-over-reverse" not in op.plan()["self-check"]  # compared only before its first use
+    op.matmat(torch.ones(op.shape[0], 3, dtype=D))
     assert "forward-over-reverse agrees" in op.plan()["self-check"]
     g = hc.GGNOperator(model, nn.MSELoss(), data())
     g.matvec(torch.ones(g.shape[0], dtype=D))
@@ -146,3 +148,25 @@ def test_structured_failure_falls_back_and_is_reported():
     H = op.to_dense()
     torch.testing.assert_close(H, autograd_hessian(model, nn.MSELoss(), X, Y), rtol=1e-10, atol=1e-12)
     assert op.last_strategy == "generic" and "in-place" in op.plan()["structured fallback"]
+
+
+def test_gradient_of_an_old_style_function_model():
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    model = Host(Square.apply).to(D)
+    X, Y = data()
+    value, g = hc.Objective(model, nn.MSELoss(), (X, Y)).value_and_grad()
+    loss = nn.MSELoss()(model(X), Y)
+    ref = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)  # (b is unused here)
+    ref = [torch.zeros_like(p) if r is None else r for r, p in zip(ref, model.parameters())]
+    assert abs(value - float(loss)) < 1e-12
+    torch.testing.assert_close(g, torch.cat([r.reshape(-1) for r in ref]), rtol=1e-12, atol=1e-14)
