@@ -110,14 +110,22 @@ def count_of(loss_fn) -> Callable:
     ignore = -100 if ignore is None else ignore
     weight = getattr(loss_fn, "weight", None)
 
-    def count(inputs, targets):
+    def per_sample(inputs, targets) -> torch.Tensor:
+        """The count of each sample ``(N,)`` (what the batch's count sums)."""
         if not isinstance(targets, torch.Tensor) or targets.is_floating_point():  # class probabilities
-            return default_count(inputs, targets) if targets.dim() < 2 else targets.numel() // targets.shape[1]
+            n = targets.shape[0] if targets.dim() > 1 else 1
+            return torch.full((n,), targets[0, 0].numel() if targets.dim() > 1 else 1, dtype=torch.float64)
         keep = targets != ignore
-        if weight is None:
-            return keep.sum()
-        return weight.to(targets.device)[targets[keep]].sum()
+        per = keep.to(torch.float64) if weight is None else torch.where(
+            keep, weight.to(targets.device)[targets.clamp_min(0) * keep], 0).to(torch.float64)
+        return per.reshape(per.shape[0], -1).sum(1) if per.dim() > 1 else per
 
+    def count(inputs, targets):
+        if targets.dim() == 0 or (targets.is_floating_point() and targets.dim() < 2):
+            return default_count(inputs, targets)
+        return per_sample(inputs, targets).sum()
+
+    count.per_sample = per_sample
     count.__qualname__ = f"count_of({type(loss_fn).__name__})"
     return count
 

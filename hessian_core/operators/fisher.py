@@ -62,8 +62,13 @@ class EmpiricalFisherOperator(CurvatureOperator):
         if obj.count_fn is default_count:
             return G
         n = G.shape[1]
-        counts = torch.tensor([float(obj.count_fn(_index(ctx.inputs, i, keep=True), _index(ctx.targets, i, keep=True)))
-                               for i in range(n)], dtype=G.dtype, device=G.device)
+        per_sample = getattr(obj.count_fn, "per_sample", None)  # vectorized for the torch losses' counts
+        if per_sample is not None:
+            counts = per_sample(ctx.inputs, ctx.targets).to(dtype=G.dtype, device=G.device)
+        else:
+            counts = torch.tensor([float(obj.count_fn(_index(ctx.inputs, i, keep=True),
+                                                      _index(ctx.targets, i, keep=True))) for i in range(n)],
+                                  dtype=G.dtype, device=G.device)
         return torch.where(counts > 0, G * counts.clamp_min(0).sqrt(), 0)
 
     def _prepare(self, ctx):

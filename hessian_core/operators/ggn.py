@@ -59,7 +59,7 @@ class GGNOperator(CurvatureOperator):
             if self.engine == "autograd":
                 current["apply"] = ggn_products(ctx, self.params, split_outputs)
             else:
-                current["apply"] = self._func_products(ctx)
+                current["apply"] = generic_products(self, ctx)
 
         def apply(V):
             try:
@@ -78,47 +78,58 @@ class GGNOperator(CurvatureOperator):
             self.check_report = _check.check_symmetry(self, apply, "GGN")
         return apply
 
-    def _func_products(self, ctx):
-        primals = self.params.primals()
-        structure = []
+def generic_products(op: GGNOperator, ctx):
+    """``apply(V)`` for batch ``ctx`` through ``torch.func``, for any loss and any output structure: the loss
+    Hessian by reverse-over-reverse in the floating outputs together, ``J v`` in forward mode or, where an op
+    has none, by the double vjp ``d/du (J^T u) v`` (reported in ``plan()["J v"]``)."""
+    primals = op.params.primals()
+    structure = []
 
-        def outputs_of(params):
-            leaves, rebuild = split_outputs(ctx.outputs(params))
-            if not structure:
-                structure.append(rebuild)
-            return leaves
+    def outputs_of(params):
+        leaves, rebuild = split_outputs(ctx.outputs(params))
+        if not structure:
+            structure.append(rebuild)
+        return leaves
 
-        outputs, model_vjp = vjp(outputs_of, primals)
-        rebuild = structure[0]
-        if not outputs:
-            raise InvalidInputError("the GGN needs floating-point model outputs; this model returns none")
-        _, loss_hvp = vjp(grad(lambda z: ctx.loss_of_outputs(rebuild(z))), tuple(o.detach() for o in outputs))
-        reverse_jv = []  # the double-vjp J v, built on first need
+    outputs, model_vjp = vjp(outputs_of, primals)
+    rebuild = structure[0]
+    if not outputs:
+        raise InvalidInputError("the GGN needs floating-point model outputs; this model returns none")
+    _, loss_hvp = vjp(grad(lambda z: ctx.loss_of_outputs(rebuild(z))), tuple(o.detach() for o in outputs))
+    reverse_jv = []  # the double-vjp J v, built on first need
 
-        def jv(tangents):
-            if self.jvp_mode == "forward mode":
-                return jvp(outputs_of, (primals,), (tangents,))[1]
-            return reverse_jv[0](tangents)[0]
+    def jv(tangents):
+        if op.jvp_mode == "forward mode":
+            return jvp(outputs_of, (primals,), (tangents,))[1]
+        return reverse_jv[0](tangents)[0]
 
-        def ggnvp(tangents):
-            return model_vjp(loss_hvp(jv(tangents))[0])[0]
+    def ggnvp(tangents):
+        return model_vjp(loss_hvp(jv(tangents))[0])[0]
 
-        def apply(V):
-            if self.jvp_mode == "forward mode":
-                try:
-                    return self._batched(ggnvp, V)
-                except (RuntimeError, NotImplementedError) as e:
-                    if transforms_unsupported(e):
-                        raise
-                    self.jvp_mode = "reverse mode (double vjp)"
-                    self.jvp_note = "no forward-mode derivative: " + str(e).strip().splitlines()[0][:120]
-                    self.vmap_ok = True
-            if not reverse_jv:
-                zeros = tuple(torch.zeros_like(o) for o in outputs)
-                reverse_jv.append(vjp(lambda u: model_vjp(u)[0], zeros)[1])
-            return self._batched(ggnvp, V)
+    def reverse(V):
+        if not reverse_jv:
+            zeros = tuple(torch.zeros_like(o) for o in outputs)
+            reverse_jv.append(vjp(lambda u: model_vjp(u)[0], zeros)[1])
+        return op._batched(ggnvp, V)
 
-        return apply
+    def apply(V):
+        if op.jvp_mode != "forward mode":
+            return reverse(V)
+        try:
+            return op._batched(ggnvp, V)
+        except (RuntimeError, NotImplementedError) as e:
+            if transforms_unsupported(e):
+                raise
+            op.jvp_mode = "reverse mode (double vjp)"
+            op.jvp_note = "no forward-mode derivative: " + str(e).strip().splitlines()[0][:120]
+            op.vmap_ok = True
+            try:
+                return reverse(V)
+            except Exception:  # not forward mode's failure: the model fails in reverse mode too
+                op.jvp_mode, op.jvp_note = "forward mode", None
+                raise
+
+    return apply
 
 
 def split_outputs(out):
