@@ -29,9 +29,8 @@ import torch
 from ..arguments import check_choice, check_int, check_real, check_seed
 from ..data import to_device
 from ..errors import InvalidInputError
-from ..forward import model_mode
+from ..forward import model_mode, model_versions
 from ..objective import Objective
-from ..operators.curvature import _versions
 from .likelihood import Likelihood, likelihood_kind
 from .per_sample import check_separable, jacobians, num_samples, refuse_train_mode, sample_chunk
 from .posterior import CURVATURES, STRUCTURES
@@ -88,7 +87,7 @@ class Laplace:
         self.sigma_noise = sigma_noise
         self.prior_precision = prior_precision  # validated before any pass over the data
         self.mean = self.params.flatten(self.params.primals()).clone()
-        self._fitted_versions = _model_versions(model)
+        self._fitted_versions = model_versions(model)
         self.loss, n = self._loss_and_count()
         self.n_data = n
         self.likelihood = Likelihood(kind, objective.reduction, n, _outputs_per_sample(objective, kind))
@@ -333,7 +332,7 @@ class Laplace:
         return float(out), count[0]
 
     def _check_unchanged(self) -> None:
-        if _model_versions(self.objective.model) != self._fitted_versions:
+        if model_versions(self.objective.model) != self._fitted_versions:
             raise InvalidInputError(
                 "the model's parameters or buffers changed since this Laplace approximation was built (its "
                 "curvature and mean belong to the old values); build a new Laplace for the new model")
@@ -360,10 +359,6 @@ def _check_targets(ctx, kind: str) -> None:
         raise InvalidInputError(
             f"the categorical likelihood needs class-index targets of shape (N,), got {tuple(y.shape)} {y.dtype} "
             "(soft labels are not a likelihood of the data)")
-
-
-def _model_versions(model) -> tuple:
-    return _versions(list(model.parameters())) + _versions(list(model.buffers()))
 
 
 def _generator(seed, device):
