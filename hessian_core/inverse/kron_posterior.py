@@ -256,7 +256,7 @@ def build(kind: str, objective, curvature: str, **options) -> KronPosterior:
         K = cls(objective, type=kfac_type, **options)
     except InvalidInputError as e:
         if "uncovered=" in str(e):
-            raise InvalidInputError(f"{e}. For a Laplace approximation pass it as structure_options="
-                                    "{'uncovered': 'exact'}") from None
+            raise InvalidInputError(f"{e} (to a Laplace approximation: structure_options="
+                                    "{'uncovered': 'exact'})") from None
         raise
     return KronPosterior(K, kind)
