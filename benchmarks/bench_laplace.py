@@ -1,16 +1,20 @@
 """Laplace log marginal likelihood: hessian_core.Laplace vs laplace-torch 0.3 on the same trained model and data,
-in one run (float64, CPU): structures full / diag / last-layer, classification (cross-entropy) and regression
-(MSE with sigma_noise), laplace-torch's GGN backends (curvlinops, its default; ASDL; BackPACK).
+in one run (float64, CPU): structures full / diag / last-layer / kron (KFAC), classification (cross-entropy)
+and regression (MSE with sigma_noise), laplace-torch's GGN backends (curvlinops, its default; ASDL; BackPACK).
 
 Each value is compared with an independent float64 reference written here from the definition (per-sample
 Jacobians of the whole batch by ``torch.func.jacrev``, the GGN ``sum_n J_n^T H_n J_n`` with the closed-form
-output Hessians, ``torch.logdet``). Times include everything from the model to the number (building the
-curvature and the log-determinant); medians of interleaved repeats (``measure.interleaved``), ratio = their
-time / ours (above 1: we are faster). Peak memory: extra resident memory during one call. Also the prior
-precision optimization: ours (L-BFGS-B on the exact Laplace evidence) against laplace-torch's default
-(Adam, 100 steps on ``log_marginal_likelihood``), with the evidence each reaches.
+output Hessians, ``torch.logdet``; for kron the KFAC blocks ``G ⊗ A`` of each Linear layer with
+``G = sum_n B_n^T H_n B_n`` (``B_n`` the Jacobian of the outputs w.r.t. the layer's output, read off the bias
+columns of ``J_n``) and ``A`` the mean of the layer inputs' outer products, a block ``G`` per bias). Times
+include everything from the model to the number (building the curvature and the log-determinant); medians
+of interleaved repeats (``measure.interleaved``), ratio = their time / ours (above 1: we are faster). Peak
+memory: extra resident memory during one call. Also the prior precision optimization (structures full and
+kron): ours (L-BFGS-B on the exact Laplace evidence) against laplace-torch's default (Adam, 100 steps on
+``log_marginal_likelihood``), with the evidence each reaches.
 
-    python benchmarks/bench_laplace.py [--quick] [--repeats 3]
+    python benchmarks/bench_laplace.py [--quick] [--repeats 3] [--structures full,diag,last_layer,kron]
+                                       [--optimize full,kron]
 
 ``run(quick=False) -> list[dict]`` is the entry point for other scripts.
 """
@@ -38,7 +42,8 @@ import hessian_core as hc  # noqa: E402
 D = torch.float64
 PRIOR = 0.5
 SIGMA = 0.7
-STRUCTURES = {"full": ("all", "full"), "diag": ("all", "diag"), "last_layer": ("last_layer", "full")}
+STRUCTURES = {"full": ("all", "full"), "diag": ("all", "diag"), "last_layer": ("last_layer", "full"),
+              "kron": ("all", "kron")}
 
 
 def problem(task: str, quick: bool):
@@ -85,11 +90,38 @@ def reference(model, task, X, y, structure) -> float:
     else:
         Hout = torch.eye(out.shape[1], dtype=D).expand(out.shape[0], -1, -1) / SIGMA ** 2
         nll = float(((out - y) ** 2).sum() / (2 * SIGMA ** 2) + out.numel() / 2 * math.log(2 * math.pi * SIGMA ** 2))
-    G = torch.einsum("ncp,ncd,ndq->pq", J, Hout, J)
     P = theta.numel()
-    Lam = G + PRIOR * torch.eye(P, dtype=D)
-    logdet = float(torch.logdet(Lam)) if structure != "diag" else float(Lam.diagonal().log().sum())
+    if structure == "kron":
+        logdet = kron_logdet(model, X, J, Hout, names, params)
+    else:
+        G = torch.einsum("ncp,ncd,ndq->pq", J, Hout, J)
+        Lam = G + PRIOR * torch.eye(P, dtype=D)
+        logdet = float(torch.logdet(Lam)) if structure != "diag" else float(Lam.diagonal().log().sum())
     return -nll - 0.5 * PRIOR * float(theta @ theta) + 0.5 * P * math.log(PRIOR) - 0.5 * logdet
+
+
+def kron_logdet(model, X, J, Hout, names, params) -> float:
+    """log det of the KFAC posterior precision, block by block from the definition: per Linear layer, the
+    weight block ``G ⊗ A + prior I`` and the bias block ``G + prior I``, ``G = sum_n B_n^T H_n B_n`` with
+    ``B_n = d f_n / d z_n`` (the bias columns of ``J_n``), ``A = mean_n a_n a_n^T`` (``a_n`` the layer input)."""
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, key=key: inputs.__setitem__(key, args[0].detach()))
+             for key, m in model.named_modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(X)
+    for h in hooks:
+        h.remove()
+    offsets = dict(zip(names, torch.cumsum(torch.tensor([0] + [params[n].numel() for n in names]), 0).tolist()))
+    total = 0.0
+    for key, a in inputs.items():
+        b0 = offsets[f"{key}.bias"]
+        B = J[:, :, b0:b0 + params[f"{key}.bias"].numel()]  # (N, C, out)
+        G = torch.einsum("nco,ncd,ndp->op", B, Hout, B)
+        A = a.T @ a / a.shape[0]
+        eye = torch.eye(G.shape[0] * A.shape[0], dtype=D)
+        total += float(torch.logdet(torch.kron(G.contiguous(), A.contiguous()) + PRIOR * eye))
+        total += float(torch.logdet(G + PRIOR * torch.eye(G.shape[0], dtype=D)))
+    return total
 
 
 def methods(model, task, loss_fn, loader, structure):
@@ -119,14 +151,14 @@ def methods(model, task, loss_fn, loader, structure):
     return out
 
 
-def prior_optimization(model, task, loss_fn, loader):
-    """Time and evidence reached by tuning the prior precision (structure full)."""
+def prior_optimization(model, task, loss_fn, loader, structure="full"):
+    """Time and evidence reached by tuning the prior precision (structure full or kron)."""
     from laplace import Laplace as LaplaceTorch
 
     likelihood = "classification" if task == "classification" else "regression"
     noise = {"sigma_noise": SIGMA} if task == "regression" else {}
-    ours = hc.Laplace(model, loss_fn, loader, prior_precision=PRIOR, progress=False, **noise)
-    theirs = LaplaceTorch(copy.deepcopy(model), likelihood, subset_of_weights="all", hessian_structure="full",
+    ours = hc.Laplace(model, loss_fn, loader, structure=structure, prior_precision=PRIOR, progress=False, **noise)
+    theirs = LaplaceTorch(copy.deepcopy(model), likelihood, subset_of_weights="all", hessian_structure=structure,
                           prior_precision=PRIOR, **noise)
     theirs.fit(loader)
 
@@ -145,7 +177,7 @@ def prior_optimization(model, task, loss_fn, loader):
     return {"hessian_core (L-BFGS-B)": ours_fn, "laplace-torch (Adam x100)": theirs_fn}
 
 
-def run(quick: bool = False, repeats: int = 3) -> list[dict]:
+def run(quick: bool = False, repeats: int = 3, structures=tuple(STRUCTURES), optimize=("full", "kron")) -> list[dict]:
     rows = []
     for task in ("classification", "regression"):
         model, loss_fn, loader, X, y = problem(task, quick)
@@ -154,7 +186,7 @@ def run(quick: bool = False, repeats: int = 3) -> list[dict]:
               + (f", sigma_noise {SIGMA}" if task == "regression" else ""))
         print(f"{'structure':<11} {'method':<27} {'log marginal lik.':>19} {'rel.err':>8} {'seconds':>8} "
               f"{'ratio':>6} {'peak MiB':>9}")
-        for structure in STRUCTURES:
+        for structure in structures:
             ref = reference(model, task, X, y, structure)
             fns = methods(model, task, loss_fn, loader, structure)
             with warnings.catch_warnings():
@@ -174,16 +206,17 @@ def run(quick: bool = False, repeats: int = 3) -> list[dict]:
                       f"{times[name] / base:>6.2f} {peak / 2**20 if peak is not None else float('nan'):>9.1f}")
                 rows.append(dict(task=task, structure=structure, method=name, value=value, reference=ref,
                                  rel_err=err, seconds=times[name], ratio=times[name] / base, peak=peak))
-        fns = prior_optimization(model, task, loss_fn, loader)
-        times, results = interleaved(fns, repeats)
-        base = times["hessian_core (L-BFGS-B)"]
-        print("prior precision optimization (structure full, after fitting):")
-        for name in fns:
-            value, prec = results[name]
-            print(f"  {name:<27} evidence {value:>15.6f} at prior precision {prec:.6g}, {times[name]:.3f} s "
-                  f"(ratio {times[name] / base:.1f})")
-            rows.append(dict(task=task, structure="optimize", method=name, value=value, prior=prec,
-                             seconds=times[name], ratio=times[name] / base))
+        for structure in optimize:
+            fns = prior_optimization(model, task, loss_fn, loader, structure)
+            times, results = interleaved(fns, repeats)
+            base = times["hessian_core (L-BFGS-B)"]
+            print(f"prior precision optimization (structure {structure}, after fitting):")
+            for name in fns:
+                value, prec = results[name]
+                print(f"  {name:<27} evidence {value:>15.6f} at prior precision {prec:.6g}, {times[name]:.3f} s "
+                      f"(ratio {times[name] / base:.1f})")
+                rows.append(dict(task=task, structure=f"optimize {structure}", method=name, value=value, prior=prec,
+                                 seconds=times[name], ratio=times[name] / base))
     return rows
 
 
@@ -191,6 +224,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller models")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--structures", default=",".join(STRUCTURES),
+                        help="comma-separated, of " + ", ".join(STRUCTURES))
+    parser.add_argument("--optimize", default="full,kron",
+                        help="structures whose prior optimization is timed ('' for none)")
     args = parser.parse_args()
+    structures = [s for s in args.structures.split(",") if s]
+    optimize = [s for s in args.optimize.split(",") if s]
+    unknown = sorted(set(structures + optimize) - set(STRUCTURES))
+    if unknown:
+        parser.error(f"unknown structures {unknown}; choose from {list(STRUCTURES)}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    run(args.quick, args.repeats)
+    run(args.quick, args.repeats, structures, optimize)

@@ -4,8 +4,8 @@
   ``factor.py``) and :class:`InverseOperator` (``inverse_operator.py``);
 * :func:`influence_scores` (``influence.py``), on per-sample derivatives (``per_sample.py``);
 * :class:`Laplace` (``laplace.py``), with the likelihood factors (``likelihood.py``), the posterior
-  structures and their extension point :func:`register_structure` (``posterior.py``) and the predictive
-  (``predictive.py``);
+  structures and their extension point :func:`register_structure` (``posterior.py``; the Kronecker-factored
+  ones on :mod:`hessian_core.kfac` in ``kron_posterior.py``) and the predictive (``predictive.py``);
 * pruning saliencies and masks (``pruning.py``).
 
 The conventions and normalization factors are in ``docs/inverse.md``.

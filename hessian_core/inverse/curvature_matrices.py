@@ -37,5 +37,4 @@ def diagonal_curvature(objective, curvature: str) -> torch.Tensor:
     curvature = check_choice(curvature, "curvature", tuple(OPERATORS))
     if curvature == "ggn" and is_separable(objective):
         return ggn(objective, diagonal=True)
-    # detached: the structured diagonal of conv Sequentials comes back attached to its graph (torch 2.13)
-    return OPERATORS[curvature](objective).diagonal().detach()
+    return OPERATORS[curvature](objective).diagonal()

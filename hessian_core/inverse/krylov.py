@@ -6,7 +6,8 @@
   shared by the columns), which breaks down when columns converge at different speeds. CG needs ``A``
   positive definite: a search direction with ``p.A p <= 0`` proves it is not, and raises
   :class:`NegativeCurvature` at once instead of returning a meaningless iterate.
-* :func:`minres`: ``scipy.sparse.linalg.minres`` column by column, for symmetric indefinite ``A``.
+* :func:`minres`: ``scipy.sparse.linalg.minres`` column by column, for symmetric indefinite ``A``,
+  restarted on the true residual until it meets ``tol`` (scipy's own test is relative to ``||A|| ||x||``).
 
 Both stop on the relative residual ``||b - A x|| <= tol ||b||`` of the recurrence and the caller
 recomputes the true residual; if round-off left it above ``tol``, the solvers restart from their answer
@@ -24,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 REFINEMENTS = 2
+#: scipy MINRES runs per column at most, each from the true residual of the last (see :func:`minres`)
+MINRES_RESTARTS = 5
 
 
 class NegativeCurvature(Exception):  # noqa: N818 - a signal between solve() and block_cg, not an error type
@@ -123,17 +126,30 @@ def minres(apply_A: Callable, B: torch.Tensor, X0: torch.Tensor | None, apply_M:
     M = wrap(apply_M) if apply_M is not None else None
     X = torch.zeros_like(B) if X0 is None else X0.clone()
     iterations = torch.zeros(k, dtype=torch.long)
+    eps = np.finfo(np.float64).eps
     for j in range(k):
         b = B[:, j].detach().cpu().numpy().astype(np.float64)
+        bnorm = float(np.linalg.norm(b))
+        x = X[:, j].detach().cpu().numpy().astype(np.float64)
+        r = b - A.matvec(x) if X0 is not None else b.copy()
         count = [0]
 
         def callback(_xk, count=count):
             count[0] += 1
 
-        x0 = X[:, j].detach().cpu().numpy().astype(np.float64) if X0 is not None else None
-        # scipy's rtol bounds its own residual estimate; a little tighter so the recomputed one meets tol
-        x, _ = scipy_minres(A, b, x0=x0, rtol=max(tol / 10, np.finfo(np.float64).eps), maxiter=maxiter, M=M,
-                            callback=callback)
+        # scipy stops on its estimate of ||r|| / (||A|| ||x||) (in the preconditioner's norm), which can be far
+        # below ||r|| / ||b||: solve for the correction from the true residual, asking for what is still
+        # missing divided by how far scipy's estimate fell short last time
+        shortfall = 10.0
+        for _ in range(MINRES_RESTARTS):
+            rnorm = float(np.linalg.norm(r))
+            if rnorm <= tol * bnorm or count[0] >= maxiter:
+                break
+            rtol = max(tol * bnorm / rnorm / shortfall, eps)
+            y, _ = scipy_minres(A, r, rtol=rtol, maxiter=maxiter - count[0], M=M, callback=callback)
+            x = x + y
+            r = b - A.matvec(x)
+            shortfall = max(shortfall, 2 * float(np.linalg.norm(r)) / rnorm / rtol)
         X[:, j] = torch.as_tensor(x, dtype=dtype, device=device)
         iterations[j] = count[0]
     return KrylovOutcome(X, iterations)

@@ -21,6 +21,7 @@ exact for Bayesian linear regression (a linear model with ``MSELoss``) at its MA
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -29,9 +30,8 @@ import torch
 from ..arguments import check_choice, check_int, check_real, check_seed
 from ..data import to_device
 from ..errors import InvalidInputError
-from ..forward import model_mode
+from ..forward import model_mode, model_versions
 from ..objective import Objective
-from ..operators.curvature import _versions
 from .likelihood import Likelihood, likelihood_kind
 from .per_sample import check_separable, jacobians, num_samples, refuse_train_mode, sample_chunk
 from .posterior import CURVATURES, STRUCTURES
@@ -50,13 +50,18 @@ class Laplace:
             reduction ``"mean"`` or ``"sum"``: the loss the model was trained with, without weights.
         train_data: ``(inputs, targets)`` or an iterable of them (a ``DataLoader``; unequal batches are fine).
         structure: ``"full"`` (dense ``P x P``), ``"diag"`` (exact diagonal of the curvature), ``"last_layer"``
-            (full, over the parameters of the module owning the last parameter, the rest fixed), or a name
-            registered with :func:`~hessian_core.inverse.register_structure` (``"kron"`` once hessian_core.kfac
-            is there). ``params=`` restricts any structure to a subnetwork.
+            (full, over the parameters of the module owning the last parameter, the rest fixed), ``"kron"``
+            (KFAC, :class:`~hessian_core.kfac.KFACOperator`), ``"ekfac"`` (EKFAC), or a name registered with
+            :func:`~hessian_core.inverse.register_structure`. ``params=`` restricts any structure to a
+            subnetwork.
         curvature: ``"ggn"`` (default, positive semi-definite, as laplace-torch), ``"hessian"`` (exact; may be
-            indefinite away from a minimum) or ``"ef"`` (empirical Fisher).
-        prior_precision: ``> 0``: a number, one per parameter tensor (layerwise) or one per parameter.
+            indefinite away from a minimum; not for ``"kron"``/``"ekfac"``) or ``"ef"`` (empirical Fisher).
+        prior_precision: ``> 0``: a number, one per parameter tensor (layerwise) or one per parameter
+            (``"kron"``/``"ekfac"``: a number or one per parameter tensor).
         sigma_noise: observation noise of the Gaussian likelihood (``MSELoss`` only).
+        structure_options: keywords for the structure's builder: for ``"kron"``/``"ekfac"`` KFAC's ``type``
+            (``"exact"`` or ``"mc"`` with curvature ``"ggn"``), ``mc_samples``, ``approx``, ``separate_bias``,
+            ``uncovered`` (see docs/kfac.md).
         **options: :class:`~hessian_core.objective.Objective` options (``params``, ``memory_budget``,
             ``progress``, ``reduction``).
 
@@ -66,11 +71,13 @@ class Laplace:
     """
 
     def __init__(self, model, loss_fn, train_data, *, structure: str = "full", curvature: str = "ggn",
-                 prior_precision=1.0, sigma_noise: float = 1.0, **options):
+                 prior_precision=1.0, sigma_noise: float = 1.0, structure_options: dict | None = None, **options):
         kind = likelihood_kind(loss_fn)
         names = tuple(STRUCTURES) + ("last_layer",)
         self.structure = check_choice(structure, "structure", names)
         self.curvature = check_choice(curvature, "curvature", CURVATURES)
+        build = STRUCTURES["full" if structure == "last_layer" else structure]
+        structure_options = _check_structure_options(build, structure, self.curvature, structure_options)
         if "count_fn" in options:
             raise InvalidInputError("Laplace takes no count_fn: the likelihood is a sum over samples")
         objective = Objective(model, loss_fn, train_data, **options)
@@ -88,12 +95,12 @@ class Laplace:
         self.sigma_noise = sigma_noise
         self.prior_precision = prior_precision  # validated before any pass over the data
         self.mean = self.params.flatten(self.params.primals()).clone()
-        self._fitted_versions = _model_versions(model)
+        self._fitted_versions = model_versions(model)
         self.loss, n = self._loss_and_count()
         self.n_data = n
         self.likelihood = Likelihood(kind, objective.reduction, n, _outputs_per_sample(objective, kind))
-        build = STRUCTURES["full" if structure == "last_layer" else structure]
-        self.posterior = build(objective, self.curvature)
+        self.posterior = build(objective, self.curvature, **structure_options)
+        self._check_prior(self._prior_vector(self._prior_precision))
 
     def __repr__(self) -> str:
         return (f"Laplace(structure={self.structure!r}, curvature={self.curvature!r}, likelihood="
@@ -109,8 +116,15 @@ class Laplace:
     @prior_precision.setter
     def prior_precision(self, value) -> None:
         t = torch.as_tensor(value, dtype=self.params.dtype, device=self.params.device).detach().clone()
-        self._prior_vector(t)  # validates
+        vector = self._prior_vector(t)  # validates
+        if hasattr(self, "posterior"):
+            self._check_prior(vector)
         self._prior_precision = t
+
+    def _check_prior(self, prior: torch.Tensor) -> None:
+        check = getattr(self.posterior, "check_prior", None)
+        if check is not None:
+            check(prior)
 
     @property
     def sigma_noise(self) -> torch.Tensor:
@@ -186,6 +200,10 @@ class Laplace:
 
         structure = check_choice(structure, "structure", ("scalar", "layerwise", "diag"))
         check_int(max_iter, "max_iter")
+        allowed = getattr(self.posterior, "prior_structures", None)
+        if allowed is not None and structure not in allowed:
+            raise InvalidInputError(f"the {self.structure} posterior takes {' or '.join(map(repr, allowed))} prior "
+                                    f"precisions, not {structure!r}")
         if sigma_noise and self.likelihood.kind != "regression":
             raise InvalidInputError("sigma_noise=True needs the Gaussian likelihood (MSELoss)")
         prepare = getattr(self.posterior, "prepare_many", None)
@@ -230,7 +248,10 @@ class Laplace:
                 self._prior_vector(self._prior_precision))
 
     def posterior_precision(self):
-        """``Lambda`` as a :class:`~hessian_core.operators.LinearOperator` (dense or diagonal)."""
+        """``Lambda`` as a :class:`~hessian_core.operators.LinearOperator`: dense, diagonal, or for ``"kron"`` /
+        ``"ekfac"`` block-diagonal with the blocks in their Kronecker eigenbases (a
+        :class:`~hessian_core.kfac.FactoredBlockOperator`: ``.inverse()`` is the covariance as an operator,
+        ``.logdet()`` exact)."""
         return self.posterior.precision(*self._scale_and_prior())
 
     def posterior_covariance(self) -> torch.Tensor:
@@ -333,10 +354,29 @@ class Laplace:
         return float(out), count[0]
 
     def _check_unchanged(self) -> None:
-        if _model_versions(self.objective.model) != self._fitted_versions:
+        if model_versions(self.objective.model) != self._fitted_versions:
             raise InvalidInputError(
                 "the model's parameters or buffers changed since this Laplace approximation was built (its "
                 "curvature and mean belong to the old values); build a new Laplace for the new model")
+
+
+def _check_structure_options(build, structure: str, curvature: str, options) -> dict:
+    """``options`` as keywords that ``build(objective, curvature, **options)`` accepts (checked by its
+    signature and its ``validate`` when it has one), before any pass over the data."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidInputError(f"structure_options must be a dict of keywords, got {options!r}")
+    if options:
+        try:
+            inspect.signature(build).bind(None, curvature, **options)
+        except TypeError:
+            raise InvalidInputError(f"structure={structure!r} takes no structure_options (got {sorted(options)}); "
+                                    "they are for 'kron' and 'ekfac'") from None
+    validate = getattr(build, "validate", None)
+    if validate is not None:
+        validate(curvature, **options)
+    return dict(options)
 
 
 def last_layer(names: list[str]) -> list[str]:
@@ -360,10 +400,6 @@ def _check_targets(ctx, kind: str) -> None:
         raise InvalidInputError(
             f"the categorical likelihood needs class-index targets of shape (N,), got {tuple(y.shape)} {y.dtype} "
             "(soft labels are not a likelihood of the data)")
-
-
-def _model_versions(model) -> tuple:
-    return _versions(list(model.parameters())) + _versions(list(model.buffers()))
 
 
 def _generator(seed, device):

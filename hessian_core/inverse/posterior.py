@@ -5,8 +5,8 @@
 0-d tensor (scalar, ``prior * I``) or a ``(P,)`` tensor (diagonal). Both may require grad: every method is
 differentiable in them (the marginal likelihood is optimized through autograd).
 
-The protocol every structure follows (the extension point for ``structure="kron"``, which
-``hessian_core.kfac`` will provide; register a builder with :func:`register_structure`):
+The protocol every structure follows (``"full"`` and ``"diag"`` here, ``"kron"`` and ``"ekfac"`` in
+:mod:`.kron_posterior`; register a builder of your own with :func:`register_structure`):
 
 * ``size`` (``P``) and ``kind`` (a name for messages);
 * ``logdet(s, prior) -> 0-d tensor``: ``log det Lambda`` (raise :class:`~hessian_core.errors.InvalidInputError`
@@ -14,10 +14,13 @@ The protocol every structure follows (the extension point for ``structure="kron"
 * ``inv_matmat(s, prior, V) -> (P, k)``: ``Lambda^{-1} V`` for ``V`` of shape ``(P, k)``;
 * ``sample(s, prior, n, generator) -> (n, P)``: draws of ``N(0, Lambda^{-1})``;
 * ``precision(s, prior) -> LinearOperator``: ``Lambda`` as an operator (for :func:`~hessian_core.inverse.solve`);
-* optionally ``prepare_many()``: many evaluations (prior optimization) follow.
+* optionally ``prepare_many()``: many evaluations (prior optimization) follow;
+* optionally ``check_prior(prior)``: refuse a prior the structure cannot represent (called when it is set),
+  and ``prior_structures``: the structures ``optimize_prior_precision`` may search (default all).
 
-A builder is ``builder(objective, curvature) -> structure`` with ``curvature`` one of ``"ggn"``,
-``"hessian"``, ``"ef"``.
+A builder is ``builder(objective, curvature, **structure_options) -> structure`` with ``curvature`` one of
+``"ggn"``, ``"hessian"``, ``"ef"``; ``structure_options`` are passed only when the user gives some. A
+builder may have ``builder.validate(curvature, **structure_options)``, called before any pass over the data.
 """
 
 from __future__ import annotations
@@ -155,24 +158,40 @@ def build_diag(objective, curvature: str) -> DiagPosterior:
     return DiagPosterior(diagonal_curvature(objective, curvature))
 
 
-def _build_kron(objective, curvature: str):
-    try:
-        from .. import kfac  # noqa: F401  (provided on another branch)
-    except ImportError:
-        raise InvalidInputError(
-            "kron structure needs hessian_core.kfac (Kronecker-factored curvature), which this installation does "
-            "not have; use structure='full', 'diag' or 'last_layer'") from None
-    raise InvalidInputError("structure='kron' is not wired to hessian_core.kfac yet; use 'full', 'diag' or "
-                            "'last_layer' (or register a builder with hessian_core.inverse.register_structure)")
+def build_kron(objective, curvature: str, **options):
+    """KFAC (:mod:`.kron_posterior`; ``options``: KFAC's, from ``Laplace(structure_options=...)``)."""
+    from .kron_posterior import build
+
+    return build("kron", objective, curvature, **options)
 
 
-#: name -> builder(objective, curvature); "last_layer" is "full" on the last layer's parameters
-STRUCTURES: dict[str, Callable] = {"full": build_full, "diag": build_diag, "kron": _build_kron}
+def build_ekfac(objective, curvature: str, **options):
+    """EKFAC (:mod:`.kron_posterior`)."""
+    from .kron_posterior import build
+
+    return build("ekfac", objective, curvature, **options)
+
+
+def _kron_validator(kind: str):
+    def validate(curvature: str, **options):
+        from .kron_posterior import check_options
+
+        check_options(kind, curvature, **options)
+    return validate
+
+
+build_kron.validate = _kron_validator("kron")
+build_ekfac.validate = _kron_validator("ekfac")
+
+
+#: name -> builder(objective, curvature, **structure_options); "last_layer" is "full" on the last layer's parameters
+STRUCTURES: dict[str, Callable] = {"full": build_full, "diag": build_diag, "kron": build_kron, "ekfac": build_ekfac}
 
 
 def register_structure(name: str, builder: Callable) -> None:
-    """Make ``Laplace(..., structure=name)`` use ``builder(objective, curvature)``, which returns an object
-    following the protocol of this module's docstring (e.g. Kronecker factors with their eigendecompositions)."""
+    """Make ``Laplace(..., structure=name)`` use ``builder(objective, curvature)`` (and the user's
+    ``structure_options`` as keywords, when given), which returns an object following the protocol of this
+    module's docstring."""
     if not isinstance(name, str) or not name or name == "last_layer":
         raise InvalidInputError(f"a structure needs a new name (not 'last_layer'), got {name!r}")
     if not callable(builder):

@@ -18,7 +18,8 @@ Methods:
 Preconditioning (CG and MINRES): ``preconditioner="diagonal"`` uses the exact diagonal of ``A`` plus the
 damping (Jacobi; ``P`` products, or the structured diagonal of a Hessian of a Linear chain); a ``(P,)``
 tensor gives that diagonal; an operator or a function ``(P, k) -> (P, k)`` applies an approximation of
-the *inverse* directly. Preconditioners must be symmetric positive definite.
+the *inverse* directly, e.g. ``hc.KFACOperator(...).inverse(damping)`` (an operator over other parameters,
+or the same ones in another order, is refused). Preconditioners must be symmetric positive definite.
 
 The residuals in the result are recomputed with one more block product, not taken from the recurrence.
 """
@@ -236,6 +237,11 @@ def _preconditioner(spec, A: LinearOperator, damping: float):
     if isinstance(spec, LinearOperator):
         if spec.size != A.size:
             raise InvalidInputError(f"the preconditioner has size {spec.size}, the operator {A.size}")
+        if spec.params is not None and A.params is not None and (
+                spec.params.names != A.params.names or spec.params.shapes != A.params.shapes):
+            raise InvalidInputError(
+                f"the preconditioner is over the parameters {spec.params.names}, the operator over "
+                f"{A.params.names}: build both over the same parameters in the same order (params=...)")
         return spec.matmat
     if callable(spec):
         return spec

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..arguments import check_bool, check_choice, check_int
 from ..errors import InvalidInputError
+from ..forward import model_versions
 from ..objective import Objective
 from .dense_blocks import DiagonalOperator, EigenOperator
 from .factored import FactoredBlockOperator
@@ -80,7 +81,7 @@ class KroneckerFactoredCurvature(FactoredBlockOperator):
             blocks.append(self._uncovered_block(uncovered))
         FactoredBlockOperator.__init__(self, [(pos, op) for _, pos, op in blocks], spec.numel, params=spec,
                                        keys=[k for k, _, _ in blocks])
-        self._stamp = _stamp(model)
+        self._stamp = model_versions(model)
 
     def _layer_blocks(self, layers, curvature) -> list:
         """``[(key, positions, operator)]`` for the covered layers."""
@@ -103,7 +104,7 @@ class KroneckerFactoredCurvature(FactoredBlockOperator):
     @property
     def stale(self) -> bool:
         """Whether a parameter or buffer of the model changed since the factors were computed."""
-        return _stamp(self.objective.model) != self._stamp
+        return model_versions(self.objective.model) != self._stamp
 
     def refresh(self):
         """Recompute the factors at the model's current parameters (same options); returns ``self``."""
@@ -127,12 +128,6 @@ class KroneckerFactoredCurvature(FactoredBlockOperator):
                 "mc_samples": self.mc_samples, "separate_bias": self.separate_bias,
                 "layers": [f"{layer.name} ({layer.kind})" for layer in self.layers],
                 "uncovered": (self.uncovered_mode, self.uncovered)}
-
-
-def _stamp(model: nn.Module) -> tuple:
-    """Identity, storage and in-place version of every parameter and buffer."""
-    return tuple((id(t), t.data_ptr() if t.device.type != "meta" else 0, t._version)
-                 for t in list(model.parameters()) + list(model.buffers()))
 
 
 def input_factor_of(block, A: torch.Tensor | None, G: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch.func import vmap
 
 from ..arguments import check_optional_int
 from ..errors import InvalidInputError
+from ..forward import tensor_versions as _versions
 from ..memory import chunk_size as _chunk_size
 from ..memory import format_bytes
 from ..objective import Objective
@@ -229,12 +230,3 @@ class CurvatureOperator(LinearOperator):
         """tuple of ``(k, *shape)`` -> ``(P, k)``."""
         k = parts[0].shape[0]
         return torch.cat([p.reshape(k, -1) for p in parts], dim=1).T
-
-
-def _versions(x) -> tuple:
-    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list)."""
-    if isinstance(x, torch.Tensor):
-        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
-    if isinstance(x, (tuple, list)):
-        return tuple(v for t in x for v in _versions(t))
-    return ()

@@ -258,8 +258,6 @@ def test_registered_structure_is_used():
 
 def test_laplace_refuses_what_it_cannot_answer():
     model, X, y = softmax_regression()
-    with pytest.raises(hc.InvalidInputError, match="kron structure needs hessian_core.kfac"):
-        hc.Laplace(model, nn.CrossEntropyLoss(), (X, y), structure="kron")
     with pytest.raises(hc.InvalidInputError, match="negative log likelihood"):
         hc.Laplace(model, nn.L1Loss(), (X, y.double()[:, None].expand(-1, 3)))
     with pytest.raises(hc.InvalidInputError, match="sigma_noise"):
