@@ -16,6 +16,7 @@ from . import (
 )
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
 from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
+from .losses import CausalLMLoss
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -44,7 +45,7 @@ __all__ = [
     "LinearOperator", "IdentityOperator", "ScaledOperator", "SumOperator", "DenseOperator", "FunctionOperator",
     "BlockDiagonalOperator", "as_operator", "block_diagonal",
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
-    "Objective", "ParamSpec",
+    "Objective", "ParamSpec", "CausalLMLoss",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
     "newton_step", "NewtonStep", "optim", "distributed",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .second_order_kernels import second_order_kernels
+
 
 def registered_tensors(model: nn.Module) -> list[tuple[dict, str, torch.Tensor | None]]:
     """``(slots, name, tensor)`` of every registered parameter and buffer of every submodule: what
@@ -49,7 +51,8 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     registered = registered_tensors(model)
     try:
-        return functional_call(model, tensors, args)
+        with second_order_kernels(model):  # attention etc. as ops with second derivatives
+            return functional_call(model, tensors, args)
     finally:
         restore_tensors(registered)
 

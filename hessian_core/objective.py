@@ -14,7 +14,8 @@ samples of the batch:
 The reduction is read from ``loss_fn.reduction`` when the loss has one (``torch.nn`` losses), else it
 is ``"mean"`` unless ``reduction=`` says otherwise. A loss that averages over something other than the
 leading dimension of the targets (masked tokens, ``ignore_index``, class weights) declares what it
-averages over with ``count_fn(inputs, targets) -> number``, e.g. ``lambda x, y: (y != -100).sum()``.
+averages over with ``count_fn(inputs, targets) -> number``, e.g. ``lambda x, y: (y != -100).sum()``; a loss
+object with a ``count_fn`` method declares it itself (:class:`hessian_core.losses.CausalLMLoss`).
 
 Every curvature quantity (Hessian, GGN, Fisher, gradient, loss) is accumulated batch by batch with the
 weight ``c_b`` (or 1 for ``"sum"``) and divided once by the total at the end: :meth:`Objective.accumulate`.
@@ -50,6 +51,7 @@ from .finite import check_finite
 from .forward import functional_forward, model_mode, rng_scope
 from .memory import resolve_budget
 from .params import ParamSpec
+from .second_order_kernels import missing_derivatives_explained
 from .validation import BatchProbe, probe
 
 REDUCTIONS = ("mean", "sum")
@@ -116,7 +118,8 @@ class Objective:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``.
         data: ``(inputs, targets)`` or an iterable of such pairs (list, ``DataLoader``).
         reduction: ``"mean"`` or ``"sum"``; default from ``loss_fn.reduction``, else ``"mean"``.
-        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch.
+        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch; default
+            ``loss_fn.count_fn`` when the loss has one, else the targets' leading dimension.
         params: subset of parameters (tensors or names); default all with ``requires_grad``.
         train_mode: evaluate in train mode (see the module docstring). Default eval mode.
         seed: seed of the random draws of a random forward (dropout masks in train mode), per batch.
@@ -143,7 +146,7 @@ class Objective:
         self.loss_fn = loss_fn
         self.params = ParamSpec(model, params)
         self.reduction = resolve_reduction(loss_fn, reduction)
-        self.count_fn = count_fn or default_count
+        self.count_fn = count_fn or getattr(loss_fn, "count_fn", None) or default_count
         self.batches = Batches(data)
         self.train_mode = check_bool(train_mode, "train_mode")
         self.seed = check_int(seed, "seed", None)
@@ -237,7 +240,7 @@ class Objective:
         total = 0.0
         try:
             # closing(): the model's mode is restored even when a contribution raises.
-            with contextlib.closing(self.contexts(desc)) as batches:
+            with contextlib.closing(self.contexts(desc)) as batches, missing_derivatives_explained():
                 for ctx in batches:
                     total += ctx.count
                     weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch.func import grad, jvp, vjp
 
+from ..arguments import check_optional_int
+from ..errors import InvalidInputError
+from ..loss_hessians import output_hessian, recognized, select_output
 from .curvature import CurvatureOperator
 
 
@@ -14,12 +18,45 @@ class GGNOperator(CurvatureOperator):
     ``H_b`` the Hessian of ``loss_fn(outputs, targets)`` with respect to the outputs; same normalization
     as the Hessian. Positive semi-definite when the loss is convex in the outputs (MSE, cross-entropy);
     equals the Hessian for models linear in the parameters. ``J v`` is forward mode through the model,
-    ``H_b`` reverse-over-reverse through the loss, ``J^T`` reverse mode.
+    ``J^T`` reverse mode. ``H_b`` is in closed form for the standard losses (:mod:`hessian_core.
+    loss_hessians`: cross-entropy, MSE, BCE, :class:`~hessian_core.losses.CausalLMLoss`), so a product is one
+    JVP and one VJP and never forms the loss's graph or a ``C x C`` matrix; other losses are differentiated
+    twice by autograd (reverse-over-reverse through the loss only).
+
+    ``mc_samples=k``: the Monte-Carlo Fisher instead, ``J^T (a / k sum_j g_j g_j^T) J`` with ``g_j`` the
+    output gradient of the loss at ``k`` targets drawn per output position from the model's predictive
+    distribution (an unbiased estimate of ``G`` for cross-entropy, BCE with logits and MSE), drawn once per
+    batch from ``seed`` so the operator is one fixed symmetric matrix.
     """
 
     kind = "GGN"
 
+    def __init__(self, model, loss_fn=None, data=None, *, mc_samples: int | None = None,
+                 chunk_size: int | None = None, **objective_options):
+        super().__init__(model, loss_fn, data, chunk_size=chunk_size, **objective_options)
+        self.mc_samples = check_optional_int(mc_samples, "mc_samples")
+        if self.mc_samples is not None:
+            self.kind = "MC Fisher"
+            if not recognized(self.objective.loss_fn):
+                raise InvalidInputError(
+                    f"mc_samples needs a loss whose likelihood hessian_core knows (nn.CrossEntropyLoss, "
+                    f"nn.BCEWithLogitsLoss, nn.MSELoss, CausalLMLoss), got {type(self.objective.loss_fn).__name__}; "
+                    "use mc_samples=None for the exact GGN")
+
+    def _options(self) -> dict:
+        return {**super()._options(), "mc_samples": self.mc_samples}
+
+    def plan(self) -> dict:
+        closed = recognized(self.objective.loss_fn)
+        return {**super().plan(),
+                "loss Hessian": ("closed form (one JVP and one VJP per product)" if closed
+                                 else "autograd through the loss (reverse-over-reverse)"),
+                "mc_samples": self.mc_samples}
+
     def _prepare(self, ctx):
+        lean = closed_form_products(self, ctx)
+        if lean is not None:
+            return lean
         primals = self.params.primals()
         outputs, model_vjp = vjp(ctx.outputs, primals)
         _, loss_hvp = vjp(grad(ctx.loss_of_outputs), outputs.detach())
@@ -29,3 +66,34 @@ class GGNOperator(CurvatureOperator):
             return model_vjp(loss_hvp(jv)[0])[0]
 
         return lambda V: self._batched(ggnvp, V)
+
+
+def closed_form_products(op: GGNOperator, ctx):
+    """``apply(V)`` for batch ``ctx`` with the loss Hessian in closed form, or ``None`` when the loss is not
+    one :mod:`hessian_core.loss_hessians` knows (or not exactly on this batch).
+
+    Memory: the forward graph of the model (as for a gradient), the output and, per vector, its JVP and the
+    loss Hessian times it -- three output-sized tensors; the softmax is formed per chunk of positions."""
+    obj = op.objective
+    if not recognized(obj.loss_fn):
+        return None
+    primals = op.params.primals()
+
+    def output(params):
+        return select_output(obj.loss_fn, ctx.outputs(params))
+
+    out, pullback = vjp(output, primals)
+    generator = None
+    if op.mc_samples is not None:
+        generator = torch.Generator(device=out.device)
+        generator.manual_seed(obj.batch_seed(ctx.index) + 7_919)  # fixed per batch, apart from dropout's draws
+    H = output_hessian(obj.loss_fn, out.detach(), ctx.targets, mc_samples=op.mc_samples, generator=generator)
+    if H is None:
+        return None
+    del out
+
+    def ggnvp(tangents):
+        _, jv = jvp(output, (primals,), (tangents,))
+        return pullback(H.apply(jv))[0]
+
+    return lambda V: op._batched(ggnvp, V)
