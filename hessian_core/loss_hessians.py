@@ -71,11 +71,10 @@ class SoftmaxHessian(OutputHessian):
             if samples is None:
                 out[r:r + rows] = a[r:r + rows] * p * (x - (p * x).sum(-1, keepdim=True))
                 continue
-            acc = torch.zeros_like(x)
-            for y in samples[:, r:r + rows]:  # g = p - e_y; g g^T x = g (p.x - x_y)
-                s = (p * x).sum(-1, keepdim=True) - x.gather(-1, y[:, None])
-                acc = acc + s * (p - nn.functional.one_hot(y, C).to(p.dtype))
-            out[r:r + rows] = a[r:r + rows] * acc / samples.shape[0]
+            y = samples[:, r:r + rows].T  # (rows, k) classes drawn; g_j = p - e_{y_j}, g_j g_j^T x = g_j s_j
+            s = (p * x).sum(-1, keepdim=True) - x.gather(-1, y)
+            acc = p * s.sum(-1, keepdim=True) - torch.zeros_like(x).scatter_add(-1, y, s)
+            out[r:r + rows] = a[r:r + rows] * acc / y.shape[1]
         return out.reshape(shape).movedim(-1, self.class_dim)
 
 
@@ -167,8 +166,8 @@ def _cross_entropy(loss_fn, output, targets, mc_samples, generator):
         if loss_fn.reduction == "mean":
             a = a / a.numel()
     else:
-        valid = targets != loss_fn.ignore_index
-        safe = torch.where(valid, targets, torch.zeros_like(targets))
+        valid = (targets != loss_fn.ignore_index).to(output.dtype)  # (a Python float times a bool tensor is float32)
+        safe = torch.where(valid > 0, targets, torch.zeros_like(targets))
         wt = torch.ones_like(targets, dtype=output.dtype) if w is None else w.to(output.dtype)[safe]
         wt = wt * valid
         total = C if w is None else w.to(output.dtype).sum()

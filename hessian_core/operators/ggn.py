@@ -46,6 +46,10 @@ class GGNOperator(CurvatureOperator):
     def _options(self) -> dict:
         return {**super()._options(), "mc_samples": self.mc_samples}
 
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return base if self.mc_samples is None else f"{base[:-1]}, mc_samples={self.mc_samples})"
+
     def plan(self) -> dict:
         closed = recognized(self.objective.loss_fn)
         return {**super().plan(),
