@@ -15,8 +15,9 @@ the output (no autograd graph through the loss, nothing of size ``C x C`` per po
   does not clamp (``x (1 - x) >= 1e-12``; otherwise the generic path is taken for that batch).
 
 A loss is recognized by its exact type (not a subclass, no hooks); anything else returns ``None`` and the
-caller differentiates the loss with autograd instead. The softmax is recomputed per chunk of positions, so
-the working memory of a product is a fixed number of output-sized tensors, whatever the vocabulary.
+caller differentiates the loss with autograd instead. The product overwrites its input, and the softmax is
+recomputed per chunk of positions from the output passed with each product, so nothing output-sized is
+allocated or kept by ``H``, whatever the vocabulary.
 
 Monte-Carlo Fisher: with ``mc_samples=k`` the Hessian is replaced by the unbiased estimate from ``k``
 targets drawn from the model's predictive distribution (categorical for cross-entropy, Bernoulli for BCE
@@ -38,44 +39,52 @@ _CHUNK_BYTES = 64 * 2**20
 
 
 class OutputHessian:
-    """``H`` of one batch, closed form: :meth:`apply` maps ``U`` (shaped like the output) to ``H U``."""
+    """``H`` of one batch in closed form, a function of the model output (the tensor the loss reads).
 
-    def apply(self, U: torch.Tensor) -> torch.Tensor:
+    :meth:`apply_` overwrites ``U`` (shaped like the output; a ``vmap``-batched tangent is fine) with
+    ``H U``; ``output`` is the model output at which ``H`` is taken, passed again with every product so that
+    no copy of it (vocabulary-sized for a language model) is kept between products."""
+
+    def apply_(self, U: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def apply(self, U: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``H U`` into a new tensor."""
+        return self.apply_(U.clone(), output)
 
 
 class SoftmaxHessian(OutputHessian):
-    """``a_i (diag(p_i) - p_i p_i^T)`` per position ``i`` of ``logits`` (class dimension ``class_dim``),
-    ``a`` of the logits' shape without the class dimension. With ``samples`` (``(k, *a.shape)`` class
-    indices drawn from ``p``) the rank-``k`` estimate ``a_i / k sum_j (p_i - e_j)(p_i - e_j)^T`` instead."""
+    """``a_i (diag(p_i) - p_i p_i^T)`` per position ``i`` of the logits (class dimension ``class_dim``),
+    ``p_i`` their softmax, ``a`` of the logits' shape without the class dimension. With ``samples``
+    (``(k, *a.shape)`` class indices drawn from ``p``) the rank-``k`` estimate
+    ``a_i / k sum_j (p_i - e_{y_j})(p_i - e_{y_j})^T`` instead."""
 
-    def __init__(self, logits: torch.Tensor, class_dim: int, a: torch.Tensor, samples: torch.Tensor | None = None):
-        self.logits = logits.detach()
-        self.class_dim = class_dim % logits.dim()
-        self.a = a.to(logits.dtype)
+    def __init__(self, class_dim: int, a: torch.Tensor, samples: torch.Tensor | None = None):
+        self.class_dim = class_dim
+        self.a = a
         self.samples = samples
 
-    def apply(self, U):
-        C = self.logits.shape[self.class_dim]
-        logits = self.logits.movedim(self.class_dim, -1).reshape(-1, C)
-        u = U.movedim(self.class_dim, -1)
-        shape = u.shape
-        u = u.reshape(-1, C)
-        a = self.a.reshape(-1, 1)
+    def apply_(self, U, output):
+        cd = self.class_dim % output.dim()
+        C = output.shape[cd]
+        logits = output.detach().movedim(cd, -1).reshape(-1, C)
+        moved = U.movedim(cd, -1)
+        u = moved.reshape(-1, C)  # a view when the class dimension is last (language models)
+        a = self.a.to(logits.dtype).reshape(-1, 1)
         samples = None if self.samples is None else self.samples.reshape(self.samples.shape[0], -1)
-        out = torch.empty_like(u)
         rows = max(1, _CHUNK_BYTES // (4 * C * logits.element_size()))
         for r in range(0, logits.shape[0], rows):
             p = torch.softmax(logits[r:r + rows], dim=-1)
             x = u[r:r + rows]
             if samples is None:
-                out[r:r + rows] = a[r:r + rows] * p * (x - (p * x).sum(-1, keepdim=True))
-                continue
-            y = samples[:, r:r + rows].T  # (rows, k) classes drawn; g_j = p - e_{y_j}, g_j g_j^T x = g_j s_j
-            s = (p * x).sum(-1, keepdim=True) - x.gather(-1, y)
-            acc = p * s.sum(-1, keepdim=True) - torch.zeros_like(x).scatter_add(-1, y, s)
-            out[r:r + rows] = a[r:r + rows] * acc / y.shape[1]
-        return out.reshape(shape).movedim(-1, self.class_dim)
+                x = a[r:r + rows] * p * (x - (p * x).sum(-1, keepdim=True))
+            else:
+                y = samples[:, r:r + rows].T  # (rows, k) classes drawn; g_j = p - e_{y_j}, g_j g_j^T x = g_j s_j
+                s = (p * x).sum(-1, keepdim=True) - x.gather(-1, y)
+                x = a[r:r + rows] * (p * s.sum(-1, keepdim=True) - torch.zeros_like(x).scatter_add(-1, y, s))
+                x = x / y.shape[1]
+            u[r:r + rows] = x
+        return u.reshape(moved.shape).movedim(-1, cd)
 
 
 class DiagonalHessian(OutputHessian):
@@ -85,8 +94,8 @@ class DiagonalHessian(OutputHessian):
     def __init__(self, h: torch.Tensor, noise: torch.Tensor | None = None):
         self.h = h if noise is None else h * noise.square().mean(0)
 
-    def apply(self, U):
-        return self.h * U
+    def apply_(self, U, output):
+        return U.mul_(self.h)
 
 
 # -- recognition ------------------------------------------------------------------------------------
@@ -186,8 +195,8 @@ class _Unbatched(OutputHessian):
     def __init__(self, inner: OutputHessian):
         self.inner = inner
 
-    def apply(self, U):
-        return self.inner.apply(U[None])[0]
+    def apply_(self, U, output):
+        return self.inner.apply_(U[None], output[None])[0]
 
 
 def _softmax(logits, class_dim, a, mc_samples, generator):
@@ -196,13 +205,35 @@ def _softmax(logits, class_dim, a, mc_samples, generator):
         p = torch.softmax(logits.detach().movedim(class_dim, -1), dim=-1).reshape(-1, logits.shape[class_dim])
         samples = torch.multinomial(p, mc_samples, replacement=True, generator=generator).T
         samples = samples.reshape(mc_samples, *a.shape)
-    return SoftmaxHessian(logits, class_dim, a, samples)
+    return SoftmaxHessian(class_dim, a.to(logits.dtype), samples)
 
 
 def _gaussian(mc_samples, output, generator):
     if mc_samples is None:
         return None
     return torch.randn((mc_samples, *output.shape), dtype=output.dtype, device=output.device, generator=generator)
+
+
+def normalizer(loss_fn, targets) -> float:
+    """What ``loss_fn`` (one of :func:`recognized`'s losses) divides its sum by on a batch with these
+    targets: 1 for ``reduction='sum'``; for ``'mean'`` the number of elements (MSE, BCE), of positions
+    (cross-entropy on probabilities), the summed class weights of the counted positions (cross-entropy on
+    indices, 0 when every label is ignored), the counted tokens (:class:`CausalLMLoss`). A batch's loss is
+    then the sum of its slices' losses, each times ``normalizer(slice) / normalizer(batch)``."""
+    from .losses import CausalLMLoss
+
+    if loss_fn.reduction == "sum":
+        return 1.0
+    if isinstance(loss_fn, CausalLMLoss):
+        return float(loss_fn.count_fn(None, targets))
+    if isinstance(loss_fn, nn.CrossEntropyLoss):
+        if targets.dtype.is_floating_point:
+            return float(targets.numel() // targets.shape[1]) if targets.dim() > 1 else 1.0
+        valid = targets != loss_fn.ignore_index
+        if loss_fn.weight is None:
+            return float(valid.sum())
+        return float(loss_fn.weight[targets[valid]].sum())
+    return float(targets.numel())
 
 
 def output_of(outputs, key: str = "logits"):

@@ -8,6 +8,7 @@ from torch.func import grad, jvp, vjp
 from ..arguments import check_optional_int
 from ..errors import InvalidInputError
 from ..loss_hessians import output_hessian, recognized, select_output
+from ..sample_slices import output_numel, plan, sliced_apply
 from .curvature import CurvatureOperator
 
 
@@ -22,6 +23,11 @@ class GGNOperator(CurvatureOperator):
     loss_hessians`: cross-entropy, MSE, BCE, :class:`~hessian_core.losses.CausalLMLoss`), so a product is one
     JVP and one VJP and never forms the loss's graph or a ``C x C`` matrix; other losses are differentiated
     twice by autograd (reverse-over-reverse through the loss only).
+
+    Memory: a product keeps the model's forward graph (as a gradient does) and two output-sized tensors per
+    vector. Where that would exceed about 1.25 times a gradient's footprint (language models, whose output
+    is vocabulary-sized) or the memory budget, the batch is processed in slices of samples, each weighted
+    exactly (:mod:`hessian_core.sample_slices`), so the peak stays near a gradient's.
 
     ``mc_samples=k``: the Monte-Carlo Fisher instead, ``J^T (a / k sum_j g_j g_j^T) J`` with ``g_j`` the
     output gradient of the loss at ``k`` targets drawn per output position from the model's predictive
@@ -58,6 +64,10 @@ class GGNOperator(CurvatureOperator):
                 "mc_samples": self.mc_samples}
 
     def _prepare(self, ctx):
+        if recognized(self.objective.loss_fn):
+            slices = self._slices(ctx)
+            if slices:
+                return sliced_apply(self, ctx, lambda sub: closed_form_products(self, sub), slices)
         lean = closed_form_products(self, ctx)
         if lean is not None:
             return lean
@@ -72,12 +82,23 @@ class GGNOperator(CurvatureOperator):
         return lambda V: self._batched(ggnvp, V)
 
 
+    def _slices(self, ctx):
+        """Sample slices for batch ``ctx`` when one product over it would need more than about 1.25 times a
+        gradient (forward graph ``A`` plus two output-sized tensors ``S``; a product needs ``A + 4 S``) or
+        more than the budget."""
+        item = self.itemsize
+        A, S = self.objective.validate().activation_numel, output_numel(self.objective)
+        target = min(self.budget, int(1.25 * item * (A + 2 * S)))
+        return plan(self, ctx, item * (A + 4 * S), target)
+
+
 def closed_form_products(op: GGNOperator, ctx):
     """``apply(V)`` for batch ``ctx`` with the loss Hessian in closed form, or ``None`` when the loss is not
     one :mod:`hessian_core.loss_hessians` knows (or not exactly on this batch).
 
-    Memory: the forward graph of the model (as for a gradient), the output and, per vector, its JVP and the
-    loss Hessian times it -- three output-sized tensors; the softmax is formed per chunk of positions."""
+    Memory: the forward graph of the model (as a gradient keeps it) and, per vector, two output-sized
+    tensors (the JVP's primal output and tangent, which the loss Hessian overwrites); the softmax is formed
+    per chunk of positions."""
     obj = op.objective
     if not recognized(obj.loss_fn):
         return None
@@ -90,14 +111,17 @@ def closed_form_products(op: GGNOperator, ctx):
     generator = None
     if op.mc_samples is not None:
         generator = torch.Generator(device=out.device)
-        generator.manual_seed(obj.batch_seed(ctx.index) + 7_919)  # fixed per batch, apart from dropout's draws
+        # fixed per batch (and slice of it), apart from dropout's draws
+        generator.manual_seed(obj.batch_seed(ctx.index) + 7_919 * (1 + getattr(ctx, "first_row", 0)))
     H = output_hessian(obj.loss_fn, out.detach(), ctx.targets, mc_samples=op.mc_samples, generator=generator)
     if H is None:
         return None
-    del out
+    del out  # each product brings the output again (the JVP's primal): none is kept between products
 
     def ggnvp(tangents):
-        _, jv = jvp(output, (primals,), (tangents,))
-        return pullback(H.apply(jv))[0]
+        out, jv = jvp(output, (primals,), (tangents,))
+        jv = H.apply_(jv, out)  # in place: the product's only output-sized tensors are out and jv
+        del out
+        return pullback(jv)[0]
 
     return lambda V: op._batched(ggnvp, V)

@@ -7,6 +7,7 @@ from torch.func import grad, jvp, vjp
 
 from ..arguments import check_choice
 from ..errors import InvalidInputError
+from ..sample_slices import output_numel, plan, sliced_apply
 from .curvature import CurvatureOperator
 
 STRATEGIES = ("auto", "structured", "generic")
@@ -61,6 +62,15 @@ class HessianOperator(CurvatureOperator):
         }
 
     def _prepare(self, ctx):
+        # A batch whose product would exceed the budget goes in exact slices of samples (standard losses).
+        item = self.itemsize
+        A, S = self.objective.validate().activation_numel, output_numel(self.objective)
+        slices = plan(self, ctx, item * (3 * A + 4 * S), self.budget)
+        if slices:
+            return sliced_apply(self, ctx, self._prepare_whole, slices)
+        return self._prepare_whole(ctx)
+
+    def _prepare_whole(self, ctx):
         primals = self.params.primals()
         graph = []  # vjp of the gradient, built on first use (one forward and backward with graph)
         random = self.objective.train_mode or self.objective.validate().random

@@ -14,7 +14,7 @@ D = torch.float64
 
 def as_matrix(H, out):
     n = out.numel()
-    return torch.stack([H.apply(e.reshape(out.shape)).reshape(-1) for e in torch.eye(n, dtype=out.dtype)], 1)
+    return torch.stack([H.apply(e.reshape(out.shape), out).reshape(-1) for e in torch.eye(n, dtype=out.dtype)], 1)
 
 
 def autograd_loss_hessian(loss_fn, out, targets):
