@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import statistics
 import sys
 import time
@@ -61,7 +60,8 @@ class Block(nn.Module):
 
     def forward(self, x):
         B, T, d = x.shape
-        q, k, v = (t.view(B, T, self.heads, d // self.heads).transpose(1, 2) for t in self.qkv(self.ln1(x)).split(d, -1))
+        qkv = self.qkv(self.ln1(x)).split(d, -1)
+        q, k, v = (t.view(B, T, self.heads, d // self.heads).transpose(1, 2) for t in qkv)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, d))
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
@@ -246,7 +246,8 @@ def peer_products(model, ids, params, vs):
         flat = torch.cat([t.reshape(-1) for t in vs])
         for kind, op in (("HVP", Hp), ("GGN-vector", Gp)):
             fns[f"{kind}: hessian-eigenthings"] = lambda op=op: op.matvec(flat)
-            fns[f"{kind}: hessian-eigenthings + math SDPA by the user"] = lambda op=op: _in_math(lambda: op.matvec(flat))
+            fns[f"{kind}: hessian-eigenthings + math SDPA by the user"] = \
+                lambda op=op: _in_math(lambda: op.matvec(flat))
     except ImportError as e:
         print(f"  hessian-eigenthings not installed ({e}); pip install hessiancore[bench]")
     return fns
@@ -397,9 +398,9 @@ def main(argv=None):
     meter = Meter(device)
     model, ids = problem(cfg, device)
     P = sum(p.numel() for p in model.parameters())
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} thread"
     what = (f"GPT: vocab {cfg['vocab']}, width {cfg['d']}, {cfg['layers']} layers, {cfg['heads']} heads, "
-            f"{P / 1e6:.1f}M parameters; batch {cfg['B']} x {cfg['T']} tokens; float32 on {device} "
-            f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} thread'}); "
+            f"{P / 1e6:.1f}M parameters; batch {cfg['B']} x {cfg['T']} tokens; float32 on {device} ({where}); "
             f"torch {torch.__version__}")
     print(what, flush=True)
     t0 = time.perf_counter()
