@@ -76,9 +76,20 @@ def sliced_apply(op, ctx, prepare, slices):
         for rows, weight in slices:
             sub = BatchContext(op.objective, take(ctx.inputs, rows), take(ctx.targets, rows), ctx.index, ctx.count)
             sub.first_row = rows.start
-            part = prepare(sub)(V)
+            part = prepare(sub)
+            if V.shape[1] == 1 and hasattr(part, "per_parameter"):
+                # one vector: sum per parameter in place (two copies of the parameters at most, not three)
+                new = part.per_parameter(V)
+                if out is None:
+                    out = [t.mul_(weight) for t in new]
+                else:
+                    for i, t in enumerate(new):
+                        out[i].add_(t, alpha=weight)
+                        new[i] = None
+                continue
+            part = part(V)
             out = part.mul_(weight) if out is None else out.add_(part, alpha=weight)
-        return out
+        return op.params.flatten_list(out)[:, None] if isinstance(out, list) else out
 
     return apply
 

@@ -25,9 +25,9 @@ class GGNOperator(CurvatureOperator):
     twice by autograd (reverse-over-reverse through the loss only).
 
     Memory: a product keeps the model's forward graph (as a gradient does) and two output-sized tensors per
-    vector. Where that would exceed about 1.25 times a gradient's footprint (language models, whose output
-    is vocabulary-sized) or the memory budget, the batch is processed in slices of samples, each weighted
-    exactly (:mod:`hessian_core.sample_slices`), so the peak stays near a gradient's.
+    vector. Where that would exceed about 1.25 times a gradient's footprint and 64 MiB (language models,
+    whose output is vocabulary-sized) or the memory budget, the batch is processed in slices of samples, each
+    weighted exactly (:mod:`hessian_core.sample_slices`), so the peak stays near a gradient's.
 
     ``mc_samples=k``: the Monte-Carlo Fisher instead, ``J^T (a / k sum_j g_j g_j^T) J`` with ``g_j`` the
     output gradient of the loss at ``k`` targets drawn per output position from the model's predictive
@@ -84,11 +84,12 @@ class GGNOperator(CurvatureOperator):
 
     def _slices(self, ctx):
         """Sample slices for batch ``ctx`` when one product over it would need more than about 1.25 times a
-        gradient (forward graph ``A`` plus two output-sized tensors ``S``; a product needs ``A + 4 S``) or
-        more than the budget."""
+        gradient (forward graph ``A`` plus two output-sized tensors ``S``; a product needs ``A + 4 S``) and
+        more than 64 MiB, or more than the budget."""
         item = self.itemsize
         A, S = self.objective.validate().activation_numel, output_numel(self.objective)
-        target = min(self.budget, int(1.25 * item * (A + 2 * S)))
+        # below 64 MiB memory does not matter, and a product over slices cannot keep its graph in reuse()
+        target = min(self.budget, max(int(1.25 * item * (A + 2 * S)), 64 * 2**20))
         return plan(self, ctx, item * (A + 4 * S), target)
 
 
@@ -124,4 +125,15 @@ def closed_form_products(op: GGNOperator, ctx):
         del out
         return pullback(jv)[0]
 
-    return lambda V: op._batched(ggnvp, V)
+    def per_parameter(V):
+        """One vector ``(P, 1)`` -> the product as a list of parameter-shaped tensors (no vmap, whose batching
+        rules cost more than they save for one vector)."""
+        return list(ggnvp(tuple(t[..., 0] for t in op.params.unflatten(V))))
+
+    def apply(V):
+        if V.shape[1] == 1:
+            return op.params.flatten_list(per_parameter(V))[:, None]
+        return op._batched(ggnvp, V)
+
+    apply.per_parameter = per_parameter  # for sums over sample slices (hessian_core.sample_slices)
+    return apply

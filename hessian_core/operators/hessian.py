@@ -80,10 +80,12 @@ class HessianOperator(CurvatureOperator):
                 graph.append(vjp(grad(ctx.loss), primals)[1])
             return graph[0]
 
+        def per_parameter(V):  # one vector (matvec): a plain double backward, no vmap overhead
+            return list(reverse()(tuple(t[..., 0] for t in self.params.unflatten(V)))[0])
+
         def apply(V):
-            if V.shape[1] == 1:  # one vector (matvec): a plain double backward, no vmap overhead
-                tangent = tuple(t[..., 0] for t in self.params.unflatten(V))
-                return self.params.flatten(reverse()(tangent)[0])[:, None]
+            if V.shape[1] == 1:
+                return self.params.flatten_list(per_parameter(V))[:, None]
             if self.forward_over_reverse_ok and not random:
                 # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions;
                 # where an op lacks forward-mode support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises
@@ -97,6 +99,7 @@ class HessianOperator(CurvatureOperator):
             vjp_fn = reverse()
             return self._batched(lambda t: vjp_fn(t)[0], V)
 
+        apply.per_parameter = per_parameter  # for sums over sample slices (hessian_core.sample_slices)
         return apply
 
     # -- dense results: structured when possible -----------------------------------------------------

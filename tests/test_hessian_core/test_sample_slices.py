@@ -47,7 +47,7 @@ def test_language_model_slices_are_exact(op_cls, monkeypatch):
     V = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=D)
     whole = op_cls(model, loss, data).matmat(V)
     used = count_slices(monkeypatch)
-    op = op_cls(model, loss, data, memory_budget=2000)
+    op = op_cls(model, loss, data, memory_budget=2000)  # (forces slices)
     torch.testing.assert_close(op.matmat(V), whole, rtol=1e-12, atol=1e-14)
     with op.reuse():
         torch.testing.assert_close(op.matvec(V[:, 0]), whole[:, 0], rtol=1e-12, atol=1e-14)
@@ -87,7 +87,7 @@ def test_monte_carlo_fisher_in_slices_is_one_matrix(monkeypatch):
     model = TinyLM().double()
     ids = torch.randint(0, 5, (6, 4))
     used = count_slices(monkeypatch)
-    op = hc.GGNOperator(model, hc.CausalLMLoss(), (ids, ids), mc_samples=2, memory_budget=2000)
+    op = hc.GGNOperator(model, hc.CausalLMLoss(), (ids, ids), mc_samples=2, memory_budget=2000)  # (forces slices)
     V = torch.randn(op.size, 4, dtype=D)
     A = op.matmat(V)
     torch.testing.assert_close(op.matmat(V), A)
