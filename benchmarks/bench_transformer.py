@@ -45,9 +45,10 @@ from measure import peak_bytes  # noqa: E402
 
 PRESETS = {
     # vocab, width, layers, heads, batch, sequence; growth: sequence lengths and widths
-    "cpu": dict(vocab=50257, d=256, layers=4, heads=4, B=2, T=128, Ts=(64, 128, 256), ds=(128, 256, 384)),
-    "cuda": dict(vocab=50257, d=512, layers=8, heads=8, B=8, T=512, Ts=(256, 512, 1024), ds=(256, 512, 768)),
-    "quick": dict(vocab=8192, d=128, layers=2, heads=4, B=2, T=64, Ts=(32, 64), ds=(64, 128)),
+    "cpu": dict(vocab=50257, d=256, layers=4, heads=4, B=2, T=128, Ts=(64, 128, 256), ds=(128, 256, 384), Bs=(8,)),
+    "cuda": dict(vocab=50257, d=512, layers=8, heads=8, B=8, T=512, Ts=(256, 512, 1024), ds=(256, 512, 768),
+                 Bs=(32,)),
+    "quick": dict(vocab=8192, d=128, layers=2, heads=4, B=2, T=64, Ts=(32, 64), ds=(64, 128), Bs=(4,)),
 }
 
 
@@ -356,10 +357,11 @@ def eigen(model, ids, meter, peers: bool, tol: float):
 # -- growth -----------------------------------------------------------------------------------------
 
 def growth(cfg, device, meter, repeats):
-    """Gradient, HVP and GGN-vector product of hessian_core as the sequence and the width grow."""
+    """Gradient, HVP and GGN-vector product of hessian_core as the sequence, the width and the batch grow."""
     rows = ["| model | parameters | tokens | gradient (s) | HVP (s) | GGN (s) | gradient peak (MiB) | "
             "HVP peak / gradient's | GGN peak / gradient's |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    settings = [dict(cfg, T=T) for T in cfg["Ts"]] + [dict(cfg, d=d) for d in cfg["ds"] if d != cfg["d"]]
+    settings = ([dict(cfg, T=T) for T in cfg["Ts"]] + [dict(cfg, d=d) for d in cfg["ds"] if d != cfg["d"]]
+                + [dict(cfg, B=B) for B in cfg["Bs"]])
     for c in settings:
         model, ids = problem(c, device)
         P = sum(p.numel() for p in model.parameters())
@@ -371,8 +373,8 @@ def growth(cfg, device, meter, repeats):
         peak = "n/a" if mg is None else f"{mg / 2**20:.0f}"
         rh = "" if mg is None or mh is None else f"{mh / mg:.2f}"
         rG = "" if mg is None or mG is None else f"{mG / mg:.2f}"
-        rows.append(f"| d={c['d']}, T={c['T']} | {P / 1e6:.1f}M | {c['B'] * c['T']} | {tg:.2f} | {th:.2f} | "
-                    f"{tG:.2f} | {peak} | {rh} | {rG} |")
+        rows.append(f"| d={c['d']}, B={c['B']}, T={c['T']} | {P / 1e6:.1f}M | {c['B'] * c['T']} | {tg:.2f} | "
+                    f"{th:.2f} | {tG:.2f} | {peak} | {rh} | {rG} |")
         del model, ids, fns, res
     return rows
 
@@ -413,7 +415,7 @@ def main(argv=None):
     del model, ids
     if not args.no_growth:
         print("growth ...", flush=True)
-        out += ["", "### Growth with sequence length and width (hessian_core)", ""] + growth(cfg, device, meter,
+        out += ["", "### Growth with sequence length, width and batch (hessian_core)", ""] + growth(cfg, device, meter,
                                                                                              args.repeats)
     out += ["", f"({time.perf_counter() - t0:.0f} s wall for the whole run)"]
     print("\n" + "\n".join(out))

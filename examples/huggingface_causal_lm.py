@@ -62,8 +62,9 @@ def main(argv=None):
 
     # the loss is the model's own, and the normalization is over the 49 predicted tokens of both batches
     ids, labels = data[0]
-    print(f"CausalLMLoss {float(loss(model(ids), labels)):.6f} = model(ids, labels=labels).loss "
-          f"{float(model(ids, labels=labels).loss):.6f}")
+    with torch.no_grad():
+        print(f"CausalLMLoss {float(loss(model(ids), labels)):.6f} = model(ids, labels=labels).loss "
+              f"{float(model(ids, labels=labels).loss):.6f}")
     objective = hc.Objective(model, loss, data)
     value, grad = objective.value_and_grad()
     print(f"loss over all tokens {value:.6f}, gradient norm {float(grad.norm()):.4f}")
@@ -76,8 +77,8 @@ def main(argv=None):
     print(f"Hessian-vector product: {time.perf_counter() - t:.2f} s, v^T H v = {float(v @ Hv):.4f}")
     t = time.perf_counter()
     top = hc.eigsh(H, k=3, which="LA", tol=1e-3, seed=0)
-    print(f"top-3 Hessian eigenvalues {[round(float(x), 4) for x in top.values]} "
-          f"({top.num_matvecs} products, {time.perf_counter() - t:.1f} s, residuals <= {float(top.residuals.max()):.1e})")
+    print(f"top-3 Hessian eigenvalues {[round(float(x), 4) for x in top.values]} ({top.num_matvecs} products, "
+          f"{time.perf_counter() - t:.1f} s, residuals <= {float(top.residuals.max()):.1e})")
     t = time.perf_counter()
     top_ggn = hc.eigsh(G, k=1, which="LA", tol=1e-3, seed=0)
     print(f"top GGN eigenvalue {float(top_ggn.values[0]):.4f} ({top_ggn.num_matvecs} products, "
