@@ -139,6 +139,22 @@ def test_attention_every_routine_against_attention_by_hand():
     torch.testing.assert_close(G, explicit_ggn(by_hand, loss_fn, X, y), rtol=1e-10, atol=1e-12)
 
 
+def test_attention_empirical_fisher_and_estimators():
+    """Per-sample gradients (vmapped, first order) and the stochastic estimators on the same model."""
+    model, by_hand, X, y = attention_problem()
+    loss_fn = nn.CrossEntropyLoss()
+    rows = []
+    for i in range(X.shape[0]):
+        f, theta0 = flat_loss_fn(by_hand, loss_fn, X[i:i + 1], y[i:i + 1])
+        rows.append(gradient(f, theta0))
+    G = torch.stack(rows, 1)
+    EF = hc.EmpiricalFisherOperator(model, loss_fn, (X, y))
+    torch.testing.assert_close(EF.to_dense(), G @ G.T / X.shape[0], rtol=1e-10, atol=1e-13)
+    H = hc.HessianOperator(model, loss_fn, (X, y))
+    tr = hc.trace(H, num_matvecs=20, seed=0)
+    assert abs(float(tr) - float(H.to_dense().trace())) <= 5 * float(tr.stderr) + 1e-9
+
+
 def test_attention_in_a_closure_optimizer():
     """Closures (optimizers, ClosureHessianOperator) run the user's own forward: rerouted there too."""
     model, by_hand, X, y = attention_problem()
