@@ -23,6 +23,9 @@ class HessianOperator(CurvatureOperator):
     (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often faster through convolutions; it trips
     on some torch losses (e.g. ``MSELoss``), and then the operator keeps to reverse-over-reverse.
 
+    A batch whose product would exceed the memory budget is processed in slices of samples, exactly, for
+    the losses of :mod:`hessian_core.loss_hessians` (:mod:`hessian_core.sample_slices`).
+
     ``to_dense()`` and ``diagonal()`` pick a strategy (``strategy=``): ``"auto"`` (default) uses the
     structured path of :mod:`hessian_core.structured` when the model allows it and the generic chunked
     products otherwise; ``"generic"`` always uses the products; ``"structured"`` raises
