@@ -33,6 +33,7 @@ from .inverse import (
     trace_sensitivities,
 )
 from .kfac import EKFACOperator, KFACOperator, KroneckerEigenOperator, KroneckerOperator
+from .losses import CausalLMLoss
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -61,7 +62,7 @@ __all__ = [
     "LinearOperator", "IdentityOperator", "ScaledOperator", "SumOperator", "DenseOperator", "FunctionOperator",
     "BlockDiagonalOperator", "as_operator", "block_diagonal",
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
-    "Objective", "ParamSpec",
+    "Objective", "ParamSpec", "CausalLMLoss",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
     "newton_step", "NewtonStep", "optim", "distributed", "inverse",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",

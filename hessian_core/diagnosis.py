@@ -17,6 +17,29 @@ import torch
 
 from .errors import InvalidInputError
 
+#: What to do about ops without a double backward or forward mode in torch 2.13 that hessian_core could not
+#: replace (:mod:`hessian_core.composites` replaces hardsigmoid, embedding_bag, weight norm, rrelu, the margin
+#: losses and CTC where the model calls them through torch.nn / torch.nn.functional;
+#: :mod:`hessian_core.second_order_kernels` selects attention kernels with every derivative).
+FIXES = {
+    "hardsigmoid": "write it as F.relu6(x + 3) / 6",
+    "multi_margin_loss": "write the margin loss with clamp/relu, e.g. (margin - x[range(n), y, None] + x).clamp(min=0)",
+    "multilabel_margin_loss": "write the loss with clamp/relu from its formula",
+    "embedding_bag": "use F.embedding followed by a sum (or mean) over each bag",
+    "_pdist": "write the distances out: ((x[:, None] - x[None]) ** 2).sum(-1).sqrt() (not differentiable twice "
+              "where two points coincide)",
+    "_cdist": "write the distances out: ((a[:, None] - b[None]) ** 2).sum(-1).sqrt() (not differentiable twice "
+              "where two points coincide)",
+    "ctc_loss": "call it as nn.CTCLoss / F.ctc_loss inside the model or loss given to hessian_core (replaced there)",
+    "_weight_norm_interface": "write the weight norm out (g * v / v.norm(dim=..., keepdim=True)); its fused double "
+                              "backward is also wrong",
+    "_transformer_encoder_layer_fwd": "call the layer inside hessian_core (the fused path is switched off there)",
+    "_native_multi_head_attention": "call the layer inside hessian_core (the fused path is switched off there)",
+    "scaled_dot_product": "call the model inside hessian_core (the math backend is selected there), or wrap your "
+                          "own code in torch.nn.attention.sdpa_kernel(SDPBackend.MATH)",
+    "rrelu_with_noise": "use nn.RReLU in eval mode (a fixed slope) or nn.LeakyReLU",
+}
+
 #: (pattern with the operation's name as group 1, what is missing)
 _PATTERNS = (
     (r"derivative for (?:aten::)?'?([\w.]+?)'? is not implemented", "second derivative"),
@@ -57,10 +80,19 @@ def unsupported(objective, ctx, error: BaseException, what: str | None) -> Inval
     subject = f"operation '{op}'" if op and op not in ("autograd", "once_differentiable") else "an operation"
     lack = f"{subject}{where} has no {missing} in PyTorch" if missing else f"PyTorch failed{where}"
     first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    fix = fix_for(op)
+    instead = (f"To fix: {fix}." if fix else "Replace that part by an equivalent written with differentiable "
+               "torch operations (or, for an autograd.Function, give it a differentiable backward).")
     return InvalidInputError(
-        f"cannot compute the {what or 'curvature'} of this model on batch {ctx.index}: {lack}. Replace that "
-        "part by an equivalent written with differentiable torch operations (or, for an autograd.Function, "
-        f"give it a differentiable backward). PyTorch said: {type(error).__name__}: {first}")
+        f"cannot compute the {what or 'curvature'} of this model on batch {ctx.index}: {lack}. {instead} "
+        f"PyTorch said: {type(error).__name__}: {first}")
+
+
+def fix_for(op: str | None) -> str | None:
+    """What to do about operation ``op`` (:data:`FIXES`), or ``None`` when nothing specific is known."""
+    if not op:
+        return None
+    return next((fix for key, fix in FIXES.items() if key in op), None)
 
 
 def modules_calling(objective, ctx, op: str) -> list[str]:

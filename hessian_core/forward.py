@@ -9,7 +9,8 @@
   activation checkpointing run as the plain call it is a memory-saving form of, backward hooks (which only
   observe or rewrite gradients PyTorch computes, never the forward value) set aside, and
   ``parametrize.cached()`` caches kept out (a cache filled outside would return the user's parametrized
-  weight instead of the one of the parameters being differentiated). All is put back on exit.
+  weight instead of the one of the parameters being differentiated); attention runs on kernels with every
+  derivative (:mod:`hessian_core.second_order_kernels`). All is put back on exit.
 * :func:`model_mode`: the train/eval flag for the evaluation, every submodule's own flag restored.
 * :func:`rng_scope`: torch's global random stream fixed to a seed for one evaluation, then restored, so
   that a model drawing random numbers in forward (dropout, noise) sees the same draws in every pass.
@@ -31,6 +32,7 @@ from torch.nn.utils import parametrize as _parametrize
 
 from .composites import composites as _composites
 from .errors import InvalidInputError
+from .second_order_kernels import second_order_kernels
 
 
 def tensor_versions(x) -> tuple:
@@ -92,7 +94,7 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
     # ``module.weight``) would otherwise keep this evaluation's tensors.
     attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
     try:
-        with analysis_scope(model, composites, used):
+        with analysis_scope(model, composites, used), second_order_kernels(model):
             return functional_call(model, tensors, args)
     finally:
         restore_tensors(registered)

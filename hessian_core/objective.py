@@ -19,7 +19,8 @@ with class-index targets divide by the summed class weights of the targets that 
 (the number of such targets without weights), so batches with different numbers of ignored tokens are
 exact. Any other loss that averages over something other than the leading dimension of the targets (a
 mask of its own) declares it with ``count_fn(inputs, targets) -> number``, e.g.
-``lambda x, y: (y != -100).sum()``. A batch that counts 0 contributes nothing (its mean is 0/0).
+``lambda x, y: (y != -100).sum()``; a loss object with a ``count_fn`` method declares it itself
+(:class:`hessian_core.losses.CausalLMLoss`). A batch that counts 0 contributes nothing (its mean is 0/0).
 
 Every curvature quantity (Hessian, GGN, Fisher, gradient, loss) is accumulated batch by batch with the
 weight ``c_b`` (or 1 for ``"sum"``) and divided once by the total at the end: :meth:`Objective.accumulate`.
@@ -167,7 +168,8 @@ class Objective:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``.
         data: ``(inputs, targets)`` or an iterable of such pairs (list, ``DataLoader``).
         reduction: ``"mean"`` or ``"sum"``; default from ``loss_fn.reduction``, else ``"mean"``.
-        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch.
+        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch; default
+            ``loss_fn.count_fn`` when the loss has one, else the targets' leading dimension.
         params: subset of parameters (tensors or names); default all with ``requires_grad``.
         train_mode: evaluate in train mode (see the module docstring). Default eval mode.
         seed: seed of the random draws of a random forward (dropout masks in train mode), per batch.
@@ -207,7 +209,7 @@ class Objective:
                                else None)
         self.params = ParamSpec(model, params)
         self.reduction = resolve_reduction(loss_fn, reduction)
-        self.count_fn = count_fn or count_of(loss_fn)
+        self.count_fn = count_fn or getattr(loss_fn, "count_fn", None) or count_of(loss_fn)
         self.batches = Batches(data)
         self.train_mode = check_bool(train_mode, "train_mode")
         self.seed = check_int(seed, "seed", None)

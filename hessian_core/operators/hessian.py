@@ -10,6 +10,7 @@ from torch.func import grad, jvp, vjp
 from ..arguments import check_bool, check_choice
 from ..diagnosis import unsupported
 from ..errors import InvalidInputError
+from ..sample_slices import output_numel, plan, sliced_apply
 from . import self_check as _check
 from .autograd_products import hessian_products, transforms_unsupported
 from .curvature import CurvatureOperator
@@ -32,6 +33,9 @@ class HessianOperator(CurvatureOperator):
     ``self_check=True`` (default): on the first batch, two products check ``u^T H w = w^T H u`` and one
     compares forward-over-reverse with reverse-over-reverse (:mod:`.self_check`); a model whose PyTorch
     second derivatives are not symmetric is refused with its modules named.
+
+    A batch whose product would exceed the memory budget is processed in slices of samples, exactly, for
+    the losses of :mod:`hessian_core.loss_hessians` (:mod:`hessian_core.sample_slices`).
 
     ``to_dense()`` and ``diagonal()`` pick a strategy (``strategy=``): ``"auto"`` (default) uses the
     structured path of :mod:`hessian_core.structured` when the model allows it and the generic chunked
@@ -126,6 +130,15 @@ class HessianOperator(CurvatureOperator):
         return out
 
     def _prepare(self, ctx):
+        # A batch whose product would exceed the budget goes in exact slices of samples (standard losses).
+        item = self.itemsize
+        A, S = self.objective.validate().activation_numel, output_numel(self.objective)
+        slices = plan(self, ctx, item * (3 * A + 4 * S), self.budget)
+        if slices:
+            return sliced_apply(self, ctx, self._prepare_whole, slices)
+        return self._prepare_whole(ctx)
+
+    def _prepare_whole(self, ctx):
         current = {}
 
         def build():
@@ -150,9 +163,18 @@ class HessianOperator(CurvatureOperator):
         if self.self_check and self.check_report is None:
             self.check_report = _check.check_symmetry(self, lambda V: run("reverse", V), "Hessian")
 
+        def per_parameter(V):  # one vector, answered per parameter (for sums over sample slices)
+            if not current:
+                build()
+            products = current["products"]
+            if isinstance(products, _FuncProducts):
+                return products.per_parameter(V)
+            return [t[..., 0] for t in self.params.unflatten(products.reverse(V))]
+
         def apply(V):
             return run("apply", V)
 
+        apply.per_parameter = per_parameter  # for sums over sample slices (hessian_core.sample_slices)
         return apply
 
     def _check_forward(self, forward, reverse):
@@ -236,11 +258,14 @@ class _FuncProducts:
             self.graph.append(vjp(grad(self.ctx.loss), self.primals)[1])
         return self.graph[0]
 
+    def per_parameter(self, V) -> list:
+        """One vector ``(P, 1)``: a plain double backward, no vmap overhead; the product per parameter."""
+        return list(self._vjp()(tuple(t[..., 0] for t in self.op.params.unflatten(V)))[0])
+
     def reverse(self, V):
+        if V.shape[1] == 1:  # (flatten_list: the peak is the flat result and one parameter, not two copies)
+            return self.op.params.flatten_list(self.per_parameter(V))[:, None]
         vjp_fn = self._vjp()
-        if V.shape[1] == 1:  # one vector (matvec): a plain double backward, no vmap overhead
-            tangent = tuple(t[..., 0] for t in self.op.params.unflatten(V))
-            return self.op.params.flatten(vjp_fn(tangent)[0])[:, None]
         return self.op._batched(lambda t: vjp_fn(t)[0], V)
 
     def forward(self, V):
