@@ -10,7 +10,7 @@ from ..arguments import check_bool, check_int, check_optional_bool, check_option
 from ..errors import NonFiniteError
 from ..operators import ClosureHessianOperator
 from .base import CurvatureOptimizer
-from .cg import steihaug_cg
+from .cg import preconditioner_of, steihaug_cg
 from .damping import gain_ratio
 
 
@@ -43,6 +43,10 @@ class NewtonCG(CurvatureOptimizer):
         max_trials: retries per step (trust region) or halvings (line search); if none succeeds the
             parameters are left unchanged and a warning is given.
         memory_budget: bytes (or ``"2GB"``) for batched products.
+        preconditioner: ``M^{-1}`` for preconditioned CG: an operator (e.g. ``kfac.inverse(1e-3)`` of a
+            :class:`~hessian_core.kfac.KFACOperator` over the same parameters in the same order) or a callable
+            ``f(damping) -> operator`` called at each step (a fresh one at the current parameters); the trust
+            region is then measured in the norm of ``M`` (see :func:`~hessian_core.optim.cg.steihaug_cg`).
 
     Gain ratios use Conn, Gould & Toint's round-off guard ``rho = (actual - delta) / (predicted - delta)``
     with ``delta = 10 eps max(1, |f|)``; a step whose predicted decrease is below ``delta`` ends the
@@ -56,7 +60,7 @@ class NewtonCG(CurvatureOptimizer):
     def __init__(self, params, lr: float = 1.0, damping: float = 0.0, *, trust_region: bool = True,
                  radius: float = 1.0, max_radius: float = 1e3, min_radius: float | None = None, eta: float = 1e-4,
                  minibatch: bool | None = None, max_cg_iters: int | None = None, cg_rtol: float | None = None,
-                 max_trials: int = 10, memory_budget=None):
+                 max_trials: int = 10, memory_budget=None, preconditioner=None):
         radius = check_real(radius, "radius", positive=True)
         min_radius = check_optional_real(min_radius, "min_radius", positive=True, at_most=radius,
                                          why=" (at most radius)")
@@ -71,6 +75,7 @@ class NewtonCG(CurvatureOptimizer):
                         cg_rtol=check_optional_real(cg_rtol, "cg_rtol", positive=True),
                         max_trials=check_int(max_trials, "max_trials"), memory_budget=memory_budget, progress=False)
         super().__init__(params, defaults)
+        self.preconditioner = preconditioner
 
     def _operator(self, closure):
         op = ClosureHessianOperator(closure, self.spec, memory_budget=self.budget(), progress=False)
@@ -84,8 +89,9 @@ class NewtonCG(CurvatureOptimizer):
             calls[0] += 1
             return op.matvec(v)
 
+        precondition = preconditioner_of(self.preconditioner, group["damping"], self.spec.numel)
         res = steihaug_cg(matvec, op.grad, radius, damping=group["damping"], rtol=group["cg_rtol"],
-                          max_iter=group["max_cg_iters"])
+                          max_iter=group["max_cg_iters"], precondition=precondition)
         self.count("hvps", calls[0])
         if res.negative_curvature:
             self.count("negative_curvature")
@@ -148,11 +154,11 @@ class NewtonCG(CurvatureOptimizer):
                 return loss
             f_new = self.loss_at(closure, x0 + s)
             rho = gain_ratio(f_new - f0, predicted, delta)
-            snorm = float(s.norm())
+            snorm, on_boundary = self._step_norm(s, res, radius, group["lr"])
             at_floor = radius <= floor
             if rho < 0.25:
                 radius = max(0.25 * (min(radius, snorm) if snorm > 0 else radius), floor)
-            elif rho > 0.75 and snorm >= 0.99 * radius:
+            elif rho > 0.75 and on_boundary:
                 radius = min(2 * radius, group["max_radius"])
             st["radius"] = radius
             info.update(rho=rho, radius=radius)
@@ -170,6 +176,16 @@ class NewtonCG(CurvatureOptimizer):
         self.finish_step(**info, accepted=False)
         self.report(f"no trust-region step lowered the loss in max_trials={group['max_trials']} trials")
         return loss
+
+    def _step_norm(self, s, res, radius: float, lr: float) -> tuple[float, bool]:
+        """``(|s|, whether s reaches the boundary)`` in the trust region's norm: Euclidean, or ``M``'s with a
+        preconditioner, where only a step that CG ended on the boundary has a known norm (``lr * radius``);
+        inside it ``radius`` stands in (a rejected step then shrinks the radius by the usual factor)."""
+        if self.preconditioner is None:
+            snorm = float(s.norm())
+            return snorm, snorm >= 0.99 * radius
+        on_boundary = res.reason in ("boundary", "negative_curvature")  # Steihaug goes to the radius on both
+        return (lr * radius if on_boundary else radius), on_boundary and lr >= 0.99
 
     def _stalled(self, why: str, info: dict, message: str) -> None:
         self.count("stalled_steps")

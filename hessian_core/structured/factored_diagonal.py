@@ -99,10 +99,13 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
     widest = max(t[0].numel() for t in inputs + [x])
     per_sample = 3 * out.element_size() * columns * widest
     step = max(1, work_bytes // per_sample)
-    for a in range(0, shape[0], step):
-        sl = slice(a, a + step)
-        _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
-                  lowest, weight)
+    # no_grad: the pullbacks through the modules' own parameters would attach the result to their graph
+    # (torch.func's transforms compute their derivatives regardless of an outer no_grad)
+    with torch.no_grad():
+        for a in range(0, shape[0], step):
+            sl = slice(a, a + step)
+            _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
+                      lowest, weight)
 
 
 def _is_elementwise(m) -> bool:

@@ -4,7 +4,10 @@
 Every structured result goes through :meth:`Objective.accumulate` (global normalization over batches,
 eval-mode policy, progress bar) and is checked against the model's own output on every batch; when any
 batch turns out not to fit (inputs of another shape, a loss that couples samples), the partial result is
-dropped and ``None`` is returned, so the fallback is silent and always exact.
+dropped and ``None`` is returned, so the fallback is silent and always exact. Any other failure inside a
+structured path (an in-place activation, a loss the path cannot evaluate) falls back the same way, and
+``objective.notes["structured"]`` records why for ``plan()``: a fast path never fails where the generic
+path works.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
+from ..errors import HessianCoreError
 from .chain import NotApplicable, parse_chain
 from .chain_batch import ChainBatch
 from .chain_dense import add_batch_hessian, mirror_lower_blocks
@@ -49,8 +53,20 @@ def _accumulate_or_none(objective, contribution, out, desc: str):
             contribution(ctx, acc, w)
         except NotApplicable:
             failed.append(ctx.index)
+        except Exception as e:  # noqa: BLE001 - any failure of a fast path falls back to the generic path
+            failed.append(ctx.index)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            objective.notes["structured"] = f"{desc} failed on batch {ctx.index} ({type(e).__name__}: {first}); " \
+                                            "the generic path ran instead"
 
-    objective.accumulate(guarded, out, desc=desc)
+    try:
+        objective.accumulate(guarded, out, desc=desc)
+    except HessianCoreError:  # the data's, the budget's or a peer rank's: the generic path would raise it too
+        raise
+    except Exception as e:  # noqa: BLE001 - a torch error on the structured result: the generic path decides
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        objective.notes["structured"] = f"{desc} failed ({type(e).__name__}: {first}); the generic path ran instead"
+        return None
     return None if distributed.any_rank(objective, bool(failed)) else out
 
 

@@ -271,6 +271,7 @@ def test_factored_diagonal_of_cnn_matches_autograd(loss):
     op = hc.HessianOperator(model, loss_fn, (X, Y))
     d = op.diagonal()
     assert op.last_strategy == "structured"
+    assert not d.requires_grad and d.grad_fn is None  # a plain result, not attached to the model's graph
     torch.testing.assert_close(d, autograd_hessian(model, loss_fn, X, Y).diagonal(), **TOL)
 
 

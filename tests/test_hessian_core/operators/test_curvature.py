@@ -1,0 +1,90 @@
+"""Products of a curvature operator always equal a freshly built operator's: after in-place changes of
+parameters (also through ``.data``), buffers and data tensors; graph reuse only inside ``reuse()``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import autograd_hessian
+from torch import nn
+
+import hessian_core as hc
+
+D = torch.float64
+OPERATORS = (hc.HessianOperator, hc.GGNOperator, hc.EmpiricalFisherOperator)
+
+
+def problem():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
+    return model, torch.randn(8, 3, dtype=D), torch.randn(8, 2, dtype=D)
+
+
+def fresh(op_cls, model, X, Y, v):
+    return op_cls(model, nn.MSELoss(), (X, Y)).to_dense() @ v
+
+
+CHANGES = {
+    "p.data.mul_": lambda m, X, Y: m[0].weight.data.mul_(2),
+    "p.data = ...": lambda m, X, Y: setattr(m[2].weight, "data", torch.randn_like(m[2].weight)),
+    "p.mul_ (no_grad)": lambda m, X, Y: torch.no_grad()(lambda: m[0].bias.mul_(-3))(),
+    "X.data.mul_": lambda m, X, Y: X.data.mul_(1.5),
+    "X.add_": lambda m, X, Y: X.add_(1.0),
+    "Y.data = ...": lambda m, X, Y: setattr(Y, "data", torch.randn_like(Y)),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+@pytest.mark.parametrize("op_cls", OPERATORS)
+def test_products_after_in_place_changes_are_fresh(op_cls, change):
+    model, X, Y = problem()
+    op = op_cls(model, nn.MSELoss(), (X, Y))
+    v = torch.randn(op.shape[0], dtype=D)
+    before = op.matvec(v)
+    CHANGES[change](model, X, Y)
+    after = op.matvec(v)
+    ref = fresh(op_cls, model, X, Y, v)
+    torch.testing.assert_close(after, ref)
+    if not torch.allclose(ref, before):  # (the GGN of MSE does not depend on the targets)
+        assert not torch.allclose(after, before)
+
+
+def test_inside_reuse_the_graph_is_kept_and_dropped_on_visible_changes():
+    model, X, Y = problem()
+    calls = []
+    model[0].register_forward_hook(lambda *a: calls.append(1))
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    v = torch.randn(op.shape[0], dtype=D)
+    with op.reuse():
+        op.matvec(v)
+        calls.clear()
+        op.matvec(v)
+        op.matmat(torch.randn(op.shape[0], 3, dtype=D))
+        assert not calls  # one graph for every product of the scope
+        X.mul_(2)  # a data tensor written in place (version counter): the graph is rebuilt
+        torch.testing.assert_close(op.matvec(v), fresh(hc.HessianOperator, model, X, Y, v))
+        assert calls
+    calls.clear()
+    op.matvec(v)
+    assert calls  # outside the scope every product is built afresh
+
+
+def test_buffers_changed_between_products_are_seen():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1)).to(D).eval()
+    X, Y = torch.randn(6, 3, dtype=D), torch.randn(6, 1, dtype=D)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    v = torch.randn(op.shape[0], dtype=D)
+    op.matvec(v)
+    model[1].running_var.data.mul_(4)
+    torch.testing.assert_close(op.matvec(v), autograd_hessian(model, nn.MSELoss(), X, Y) @ v)
+
+
+def test_spectral_routines_share_one_graph_per_call():
+    model, X, Y = problem()
+    calls = []
+    model[2].register_forward_hook(lambda *a: calls.append(1))
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    calls.clear()
+    res = hc.eigsh(op, k=2, which="LA", seed=0, block_size=1, ncv=10)
+    assert res.num_matvecs > 5 and len(calls) <= 2  # one forward for the graph (two with the residual block)
