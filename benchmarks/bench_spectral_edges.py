@@ -68,15 +68,22 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"what": label, "before": old.num_matvecs, "after": new.num_matvecs,
                      "note": f"converged {int(old.converged.sum())}/{k} -> {int(new.converged.sum())}/{k}, "
                              f"error {err(old, ref):.0e} -> {err(new, ref):.0e}, stopped={new.stopped}"})
+    spec = hc.ParamSpec(model)
     for name, M, ev in (("GGN (singular)", G, evG), ("Hessian (indefinite)", H, evH)):
         old = hc.eigsh(M, k=2, which="BE", seed=0, ncv=24, max_matvecs=1200)
-        new = hc.condition_number(M, seed=0, psd=True if name.startswith("GGN") else None)
-        rows.append({"what": f"condition_number {name}", "before": old.num_matvecs, "after": new.num_matvecs,
-                     "note": f"-> {float(new):.3g}, stopped={new.eigen.stopped}, "
-                             f"lower bound {new.lower_bound:.3g}; "
-                             f"eigvalsh min {float(ev[0]):.2e} max {float(ev[-1]):.3g}"})
-    ld = hc.logdet(G, seed=0, psd=True)
-    rows.append({"what": "logdet GGN", "before": None, "after": ld.num_matvecs, "note": ld.reason})
+        psd = True if name.startswith("GGN") else None
+        for invariances in (False, True):
+            # as a dense operator that knows the parameters (the invariance directions are built from them)
+            op = hc.DenseOperator(M, params=spec)
+            new = hc.condition_number(op, seed=0, psd=psd, invariances=invariances)
+            rows.append({"what": f"condition_number {name}" + (", invariances" if invariances else ""),
+                         "before": old.num_matvecs, "after": new.num_matvecs,
+                         "note": f"-> {float(new):.3g}, stopped={new.stopped}, lower bound {new.lower_bound:.3g}; "
+                                 f"eigvalsh min {float(ev[0]):.2e} max {float(ev[-1]):.3g}"})
+    for invariances in (False, True):
+        ld = hc.logdet(hc.DenseOperator(G, params=spec), seed=0, psd=True, invariances=invariances)
+        rows.append({"what": "logdet GGN" + (", invariances" if invariances else ""), "before": None,
+                     "after": ld.num_matvecs, "note": ld.reason})
     dens = hc.spectral_density(H, num_probes=4, num_iters=80, log=True, seed=0)
     q = dens.quadrature
     old_mass = float((q.weights[q.nodes.abs() <= 1e-8 * q.nodes.abs().max()]).sum() / q.num_probes)
@@ -97,7 +104,7 @@ def main(argv=None) -> int:
     print(f"P = {rows[0]['P']}, float64; products (before -> after)")
     for r in rows:
         before, after = (_fmt(r["before"]), _fmt(r["after"]))
-        print(f"  {r['what']:36s} {before:>8} -> {after:<8} {r['note']}")
+        print(f"  {r['what']:50s} {before:>8} -> {after:<8} {r['note']}")
     return 0
 
 

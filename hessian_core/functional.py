@@ -4,8 +4,26 @@ All take ``(model, loss_fn, data)`` and the options below. Results follow the pa
 :class:`~hessian_core.params.ParamSpec`: the parameters with ``requires_grad=True``, in
 ``model.parameters()`` order (tied ones once), each flattened row-major.
 
-Options (keyword arguments of every function here; those of :class:`~hessian_core.objective.Objective`
-and :class:`~hessian_core.operators.HessianOperator`):
+Options: :data:`OPTIONS` below, also listed in each function's docstring.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .errors import InvalidInputError
+from .memory import check_fits
+from .named import HessianBlocks, NamedTensors
+from .operators import HessianOperator
+
+GROUPINGS = ("module", "parameter")
+
+#: The keyword options of every function here (those of :class:`~hessian_core.objective.Objective` and of
+#: :class:`~hessian_core.operators.HessianOperator`), appended to each function's docstring.
+OPTIONS = """Options (keyword arguments; an unknown one is an error naming the options):
 
 * ``reduction``: ``"mean"`` or ``"sum"``, how ``loss_fn`` combines a batch (default: ``loss_fn.reduction``,
   else ``"mean"``); over many batches a ``"mean"`` loss is normalized by the total count, once.
@@ -22,35 +40,30 @@ and :class:`~hessian_core.operators.HessianOperator`):
 * ``strategy``: ``"auto"`` (structured dense/diagonal paths for Linear chains when they apply),
   ``"structured"`` (required) or ``"generic"`` (chunked vmapped products).
 * ``chunk_size``: vectors per batched product (default from the memory budget).
+* ``self_check``: on the first batch, check the symmetry of the products and forward- against reverse-mode
+  derivatives, refusing by name a model whose PyTorch derivatives are wrong (default ``True``).
 """
 
-from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import torch
-
-from .errors import InvalidInputError
-from .memory import check_fits
-from .named import HessianBlocks, NamedTensors
-from .operators import HessianOperator
-
-GROUPINGS = ("module", "parameter")
+def lists_options(fn):
+    """Append :data:`OPTIONS` to ``fn``'s docstring, so that ``help(fn)`` shows them."""
+    fn.__doc__ = fn.__doc__.rstrip() + "\n\n" + textwrap.indent(OPTIONS, "    ")
+    return fn
 
 
+@lists_options
 def hessian(model, loss_fn, data, **options) -> torch.Tensor:
     """Exact Hessian ``(P, P)`` of the loss over ``data`` w.r.t. the parameters that require grad.
 
-    Options: see the module docstring (``reduction``, ``count_fn``, ``params``, ``train_mode``, ``seed``,
-    ``memory_budget``, ``progress``, ``distributed``, ``strategy``, ``chunk_size``). Raises
-    :class:`~hessian_core.errors.MemoryBudgetError` (with the size) when ``P x P`` does not fit.
+    Raises :class:`~hessian_core.errors.MemoryBudgetError` (with the size) when ``P x P`` does not fit.
     """
     return HessianOperator(model, loss_fn, data, **options).to_dense()
 
 
+@lists_options
 def hvp(model, loss_fn, data, v, **options) -> torch.Tensor:
     """Hessian-vector product ``(P,)``; ``v`` flat ``(P,)`` or a list shaped like the parameters (real,
-    finite). Options: see the module docstring."""
+    finite)."""
     op = HessianOperator(model, loss_fn, data, **options)
     v = op.params.as_flat(v)
     if v.dim() != 1:
@@ -121,6 +134,7 @@ def _common_label(group: list[str]) -> list[str]:
     return modules if len(modules) == 1 and all(n.startswith(modules[0] + ".") for n in group) else group
 
 
+@lists_options
 def hessian_blocks(model, loss_fn, data, groups: Sequence | Mapping | str | None = None, **options) -> HessianBlocks:
     """Exact diagonal blocks of the Hessian, labelled.
 
@@ -129,7 +143,7 @@ def hessian_blocks(model, loss_fn, data, groups: Sequence | Mapping | str | None
             ``"module"`` (one block per module: weight and bias together), a list of groups or a dict
             ``{label: group}``; a group is a parameter name, a module name (all its parameters), a tensor,
             or a list of those. A block's rows follow the parameter order inside its group.
-        **options: see the module docstring.
+        **options: see below.
 
     Returns:
         :class:`~hessian_core.named.HessianBlocks`: a list of ``(p_g, p_g)`` tensors (as before) that is
@@ -148,9 +162,9 @@ def hessian_blocks(model, loss_fn, data, groups: Sequence | Mapping | str | None
     return HessianBlocks([s.to_dense() for s in subs], labels, gs)
 
 
+@lists_options
 def hessian_diagonal(model, loss_fn, data, **options) -> NamedTensors:
     """Exact diagonal of the Hessian (not an estimate), as tensors shaped like the parameters: a list in
-    parameter order that is also indexed by parameter name (``diag["0.weight"]``). Options: see the
-    module docstring."""
+    parameter order that is also indexed by parameter name (``diag["0.weight"]``)."""
     op = HessianOperator(model, loss_fn, data, **options)
     return NamedTensors(op.params.unflatten(op.diagonal()), op.params.names)

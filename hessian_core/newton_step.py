@@ -8,8 +8,8 @@ import torch
 
 from .arguments import check_bool, check_choice, check_optional_int, check_optional_real, check_real
 from .errors import NonFiniteError
+from .functional import lists_options
 from .named import NamedTensors, format_float
-from .objective import Objective
 from .operators import HessianOperator
 from .optim.cg import steihaug_cg
 from .optim.dense_solve import check_dense_solve_fits, newton_direction, quadratic_change
@@ -52,6 +52,7 @@ class NewtonStep:
                 f"predicted_change={format_float(self.predicted_change)}, applied={self.applied}, {how})")
 
 
+@lists_options
 def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, method: str = "dense",
                 saddle_free: bool = False, radius: float | None = None, max_cg_iters: int | None = None,
                 cg_rtol: float | None = None, apply: bool = False, **options) -> NewtonStep:
@@ -70,9 +71,7 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
         radius, max_cg_iters, cg_rtol: CG only (see :func:`hessian_core.optim.cg.steihaug_cg`).
         apply: if True, write ``theta + s`` into the model's parameters (in place, under ``no_grad``).
             Default False: the model is not touched; use the returned ``params`` / ``step``.
-        **options: the options of :func:`hessian_core.hessian` (``params``, ``reduction``, ``count_fn``,
-            ``train_mode``, ``seed``, ``memory_budget``, ``progress``, ``distributed``, ``strategy``,
-            ``chunk_size``; see :mod:`hessian_core.functional`).
+        **options: the options of :func:`hessian_core.hessian`, listed below.
 
     The step is a descent direction whenever the gradient is nonzero, also at indefinite Hessians.
     Raises :class:`~hessian_core.errors.NonFiniteError` (model untouched) for non-finite loss, gradient,
@@ -84,8 +83,8 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
     radius = check_optional_real(radius, "radius", positive=True)
     max_cg_iters = check_optional_int(max_cg_iters, "max_cg_iters")
     cg_rtol = check_optional_real(cg_rtol, "cg_rtol", positive=True)
-    objective = Objective(model, loss_fn, data, **options)
-    op = HessianOperator(objective)
+    op = HessianOperator(model, loss_fn, data, **options)
+    objective = op.objective
     spec = objective.params
     loss, g = objective.value_and_grad()
     if method == "dense":

@@ -18,6 +18,7 @@ import torch
 from ..arguments import check_bool, check_real
 from ..operators.base import counting_view
 from .definiteness import known_psd
+from .invariances import probe_invariances
 from .lanczos import EigenResult, lanczos
 from .quadrature import slq
 
@@ -27,8 +28,12 @@ class ConditionResult:
     """``value = lambda_max / lambda_min`` for a definite operator (of either sign); ``inf`` when singular,
     ``nan`` when indefinite, with ``reason``. ``float(result)`` is ``value``. ``lower_bound``: a proven
     lower bound of the condition number when the operator is not shown indefinite (``|theta_max / theta_min|``
-    of the extreme Ritz values, since ``|lambda_max| >= |theta_max|`` and ``|lambda_min| <= |theta_min|``),
-    informative when ``value`` is ``inf`` because zero could not be excluded."""
+    of the extreme Ritz values, since ``|lambda_max| >= |theta_max|`` and ``|lambda_min| <= |theta_min|``;
+    ``|theta_max| / ||A x||`` when an invariance direction ``x`` proved singularity), informative when
+    ``value`` is ``inf``. ``lambda_min`` / ``lambda_max``: the extreme Ritz values (converged when
+    ``stopped == "converged"``; otherwise bounds: ``lambda_min`` from above, ``lambda_max`` from below).
+    ``stopped``: why the computation ended (``"converged"``, ``"indefinite"``, ``"singular"``,
+    ``"invariance"``, ``"max_matvecs"``, ``"dense"``)."""
 
     value: float
     lambda_min: float
@@ -41,10 +46,14 @@ class ConditionResult:
     def __float__(self) -> float:
         return self.value
 
+    @property
+    def stopped(self) -> str:
+        return self.eigen.stopped
+
     def __repr__(self) -> str:
         return (f"ConditionResult(value={self.value:.6g}, lambda_min={self.lambda_min:.6g}, "
                 f"lambda_max={self.lambda_max:.6g}, lower_bound={self.lower_bound:.3g}, reason={self.reason!r}, "
-                f"num_matvecs={self.num_matvecs})")
+                f"stopped={self.stopped!r}, num_matvecs={self.num_matvecs})")
 
 
 @dataclass
@@ -85,6 +94,7 @@ def condition_number(
     seed: int | None = None,
     max_matvecs: int | None = None,
     psd: bool | None = None,
+    invariances: bool = True,
     progress: bool | None = None,
 ) -> ConditionResult:
     """2-norm condition number ``|lambda|_max / |lambda|_min`` of a definite symmetric operator.
@@ -94,25 +104,35 @@ def condition_number(
     Rayleigh quotients) gives ``nan`` (the smallest ``|lambda|`` is then an interior eigenvalue that Lanczos
     does not find without linear solves); **singular** gives ``inf``: for a positive semi-definite operator
     (``psd``) as soon as the smallest Ritz value is below ``rtol * ||A||`` (then ``0 <= lambda_min <= rtol
-    ||A||``), otherwise when an extreme eigenvalue is zero within its error bound after convergence.
+    ||A||``), or, for an operator built from a model, as soon as a direction along which the loss is
+    invariant (:mod:`~hessian_core.spectral.invariances`: the softmax logit shift, the shift and scale before
+    a normalization layer; tested first, one product per candidate, at most 64) has ``||A x|| <= rtol ||A||``
+    (``stopped="invariance"``, for any symmetric operator), otherwise when an extreme eigenvalue is zero
+    within its error bound after convergence.
 
     Args:
         rtol: eigenvalues smaller than ``rtol * max |lambda|`` count as zero (default ``sqrt(eps)``).
         psd: whether the operator is positive semi-definite; default: known for the empirical Fisher, the
             GGN of torch's convex losses and their sums (:func:`~hessian_core.spectral.definiteness.known_psd`).
+        invariances: test the invariance directions first (default ``True``; needs ``op.params``).
         tol, seed, max_matvecs, progress: passed to :func:`eigsh`.
 
-    ``result.eigen.stopped`` says why the eigensolver stopped (``"converged"``, ``"indefinite"``,
-    ``"singular"``, ``"max_matvecs"``).
+    ``result.stopped`` says why the computation stopped (``"converged"``, ``"indefinite"``, ``"singular"``,
+    ``"invariance"``, ``"max_matvecs"``), ``result.reason`` explains a non-finite value.
     """
+    invariances = check_bool(invariances, "invariances")
     A = counting_view(op)
     semidefinite = known_psd(op, psd)
     with A.reuse():
         eps = torch.finfo(A.dtype).eps
         rtol = eps**0.5 if rtol is None else check_real(rtol, "rtol", positive=True, at_most=1.0)
 
+        probe = probe_invariances(A) if invariances else None
+
         def decide(theta, resid, norm):
             lo, hi = float(theta[0]), float(theta[-1])
+            if probe is not None and probe.residual <= rtol * max(norm, probe.rayleigh_max):
+                return "invariance"
             if lo < -rtol * norm and hi > rtol * norm:
                 return "indefinite"
             if semidefinite and lo <= rtol * norm:
@@ -127,6 +147,14 @@ def condition_number(
                           progress=progress, stop=decide)
         lo, hi = float(eig.values[0]), float(eig.values[-1])
         r_lo, r_hi = float(eig.residuals[0]), float(eig.residuals[-1])
+        if eig.stopped == "invariance":
+            top = max(abs(lo), abs(hi), abs(probe.rayleigh_max), abs(probe.rayleigh_min))
+            reason = (f"singular: {probe.describe()} <= rtol={rtol:g} times the largest |eigenvalue| seen "
+                      f"({top:.3g}), so an eigenvalue lies within {probe.residual:.2g} of zero (the loss is "
+                      "invariant along that direction)")
+            bound = top / probe.residual if probe.residual > 0 else math.inf
+            return _condition((A, min(lo, probe.rayleigh_min), max(hi, probe.rayleigh_max), eig), math.inf,
+                              reason, bound)
         kind = eig.stopped if eig.stopped in ("indefinite", "singular") else _definiteness(lo, r_lo, hi, r_hi, rtol)
         bound = abs(hi / lo) if lo != 0 and (lo > 0 or hi < 0) else math.inf
         done = (A, lo, hi, eig)
@@ -193,6 +221,7 @@ def logdet(
     rtol: float | None = None,
     reorth: str = "full",
     psd: bool | None = None,
+    invariances: bool = True,
     progress: bool | None = None,
 ) -> LogdetResult:
     """``log det A = tr log A`` of a symmetric positive definite operator by SLQ.
@@ -202,15 +231,20 @@ def logdet(
     ``-inf`` (singular) or ``nan`` (indefinite) with the reason and no SLQ is run. The check stops at the
     first negative Ritz value (indefinite) and, for a positive semi-definite operator (``psd``, known for
     the empirical Fisher and the GGN of torch's convex losses), at the first Ritz value below
-    ``rtol * ||A||`` (singular). With ``check=False``
+    ``rtol * ||A||`` (singular). For an operator built from a model, the directions along which the loss is
+    invariant (:mod:`~hessian_core.spectral.invariances`) are tested first: one with ``||A x|| <= rtol ||A||``
+    proves an eigenvalue at zero (``-inf`` at once for a positive semi-definite operator, else unless the check
+    finds a negative eigenvalue). With ``check=False``
     only the quadrature nodes are checked (a node ``<= 0`` proves ``lambda_min <= 0``).
 
     Args:
         num_probes, num_iters: SLQ probes and Lanczos steps per probe.
         rtol: eigenvalues below ``rtol * lambda_max`` count as zero (default ``sqrt(eps)``).
         psd: whether the operator is positive semi-definite (default: known by construction, see above).
+        invariances: test the invariance directions in the check (default ``True``; needs ``op.params``).
     """
     check = check_bool(check, "check")
+    invariances = check_bool(invariances, "invariances")
     A = counting_view(op)
     semidefinite = known_psd(op, psd)
     with A.reuse():
@@ -218,11 +252,16 @@ def logdet(
         rtol = eps**0.5 if rtol is None else check_real(rtol, "rtol", positive=True, at_most=1.0)
         lam_min = None
         if check:
+            probe = probe_invariances(A) if invariances else None
+
+            def null(norm):  # an invariance direction proves an eigenvalue within rtol ||A|| of zero
+                return probe is not None and probe.residual <= rtol * max(norm, probe.rayleigh_max)
+
             def decide(theta, resid, norm):
                 lo = float(theta[0])
                 if lo < -rtol * norm:
                     return "indefinite"
-                if semidefinite and lo <= rtol * norm:
+                if semidefinite and (lo <= rtol * norm or null(norm)):
                     return "singular"
                 return None
 
@@ -234,6 +273,10 @@ def logdet(
                 # a Rayleigh quotient: lambda_min <= lam_min < 0
                 reason = f"indefinite: lambda_min <= {lam_min:.6g} < 0, log det of a real matrix is undefined here"
                 return LogdetResult(math.nan, math.nan, reason, lam_min, A.num_matvecs)
+            if null(eig.norm_estimate):
+                reason = (f"singular: {probe.describe()} <= rtol={rtol:g} times the largest eigenvalue seen, so an "
+                          "eigenvalue lies within that of zero (the loss is invariant along that direction)")
+                return LogdetResult(-math.inf, math.nan, reason, min(lam_min, probe.rayleigh_min), A.num_matvecs)
             if eig.stopped == "singular":
                 reason = (f"singular: the operator is positive semi-definite and lambda_min <= {lam_min:.3g} <= "
                           f"rtol={rtol:g} times the largest eigenvalue")

@@ -103,7 +103,10 @@ def test_large_indefinite_direction_without_eigh(monkeypatch):
     monkeypatch.setattr(dense_solve, "EIGH_UP_TO", 10)
     approx = newton_direction(H, g)
     assert approx.method == exact.method == "shifted"
-    assert approx.min_eigenvalue == pytest.approx(lam.min(), rel=1e-4) and approx.min_eigenvalue >= lam.min() - 1e-12
+    # a rough estimate (a Ritz value: an upper bound of lambda_min, its residual at most 10% of its size) ...
+    assert lam.min() - 1e-12 <= approx.min_eigenvalue < 0
+    assert approx.min_eigenvalue == pytest.approx(lam.min(), rel=0.25)
+    # ... is enough: the shift takes twice its size and Cholesky certifies the shifted matrix
     assert float(g @ approx.direction) < 0
     shifted = H.numpy() + approx.shift * np.eye(80)
     assert np.linalg.eigvalsh(shifted).min() > 0

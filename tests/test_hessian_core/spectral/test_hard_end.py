@@ -81,19 +81,61 @@ def test_condition_number_of_a_singular_ggn_stops_early(trained_net):
     assert float(dense[0]) <= 1.5e-8 * float(dense[-1])  # really singular (rank <= 120 < 292)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        c = hc.condition_number(G, seed=0)
-    assert math.isinf(float(c)) and c.eigen.stopped == "singular" and "semi-definite" in c.reason
+        c = hc.condition_number(G, seed=0, invariances=False)
+    assert math.isinf(float(c)) and c.stopped == "singular" and "semi-definite" in c.reason
     assert c.num_matvecs < 300
     assert c.lambda_max == pytest.approx(float(dense[-1]), rel=1e-6)
     assert c.lower_bound >= 1 / 1.5e-8
-    r = hc.logdet(G, seed=0)
+    r = hc.logdet(G, seed=0, invariances=False)
     assert float(r) == -math.inf and "singular" in r.reason
+
+
+def test_softmax_shift_invariance_proves_singularity_in_a_few_products(trained_net):
+    """Cross-entropy ignores a shift of all logits: the all-ones direction on the output layer's bias (and on
+    its weight's rows) is a null vector of the Hessian and of the GGN, whatever the parameters. Testing it
+    first decides 'singular' in one batched product per candidate (12 here) plus a few Lanczos steps, where
+    Lanczos alone needs hundreds to resolve the zero eigenvalue from the bulk (1200 and a warning before)."""
+    model, data = trained_net
+    for Op in (hc.GGNOperator, hc.HessianOperator):
+        A = Op(model, nn.CrossEntropyLoss(), data)
+        dense = torch.linalg.eigvalsh(A.to_dense())
+        c = hc.condition_number(A, seed=0)
+        assert math.isinf(float(c)) and c.stopped == "invariance", c
+        assert c.num_matvecs <= 20
+        assert "ones on 4.bias" in c.reason or "ones on 4.weight" in c.reason
+        # the proof: an eigenvalue within ||A x|| of zero, and the bound from Rayleigh quotients
+        assert float(dense.abs().min()) <= 1e-14 * float(dense.abs().max())
+        assert c.lower_bound >= 1 / 1.5e-8 and c.lower_bound <= float(dense.abs().max()) / float(dense.abs().min())
+        assert c.lambda_max <= float(dense[-1]) + 1e-12
+        r = hc.logdet(A, seed=0)
+        if Op is hc.GGNOperator:  # PSD: singular at once
+            assert float(r) == -math.inf and "invariant" in r.reason and r.num_matvecs <= 20
+        else:  # the Hessian is indefinite: the check still finds that
+            assert math.isnan(float(r)) and "indefinite" in r.reason
+
+
+def test_normalization_shift_invariance_and_no_false_alarm():
+    """A bias before LayerNorm is removed by its mean subtraction: its all-ones direction is null (MSE, so no
+    softmax shift). Without such a layer (and with more samples than parameters) the GGN is positive
+    definite: the candidates cost their products and the answer is the converged condition number."""
+    torch.manual_seed(0)
+    X, Y = torch.randn(64, 4, dtype=D), torch.randn(64, 2, dtype=D)
+    normed = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2)).to(D)
+    c = hc.condition_number(hc.GGNOperator(normed, nn.MSELoss(), (X, Y)), seed=0)
+    assert math.isinf(float(c)) and c.stopped == "invariance" and "ones on 0.bias" in c.reason
+    plain = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).to(D)
+    G = hc.GGNOperator(plain, nn.MSELoss(), (X, Y))
+    lam = torch.linalg.eigvalsh(G.to_dense())
+    assert float(lam[0]) > 1e-6 * float(lam[-1])  # positive definite
+    c = hc.condition_number(G, seed=0)
+    assert c.reason is None and c.stopped in ("converged", "dense")
+    assert float(c) == pytest.approx(float(lam[-1] / lam[0]), rel=1e-4)  # lambda_min to ~tol ‖A‖ / lambda_min
 
 
 def test_condition_number_of_the_network_hessian_is_indefinite_quickly(trained_net):
     model, data = trained_net
     H = hc.HessianOperator(model, nn.CrossEntropyLoss(), data)
-    c = hc.condition_number(H, seed=0)
+    c = hc.condition_number(H, seed=0, invariances=False)
     assert math.isnan(float(c)) and c.num_matvecs <= 40  # previously 126
     dense = torch.linalg.eigvalsh(H.to_dense())
     assert float(dense[0]) <= c.lambda_min < 0  # the Ritz value bounds lambda_min from above
