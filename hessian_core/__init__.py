@@ -14,6 +14,7 @@ from . import (
     distributed,  # data-parallel curvature on torch.distributed: closure, shared_seed
     inverse,  # solves, influence functions, Laplace approximations, pruning
     optim,  # hessian_core.optim.Newton / NewtonCG / HessianFree
+    plot,  # spectral density and loss landscapes (matplotlib, imported when drawing)
 )
 from .errors import HessianCoreError, InvalidInputError, MemoryBudgetError, NonFiniteError
 from .functional import hessian, hessian_blocks, hessian_diagonal, hvp
@@ -34,6 +35,7 @@ from .inverse import (
 )
 from .kfac import EKFACOperator, KFACOperator, KroneckerEigenOperator, KroneckerOperator
 from .losses import CausalLMLoss
+from .named import HessianBlocks, NamedTensors
 from .newton_step import NewtonStep, newton_step
 from .objective import Objective
 from .operators import (
@@ -58,13 +60,13 @@ from .spectral import condition_number, diagonal_estimate, eigsh, logdet, spectr
 __version__ = "0.1.0"
 
 __all__ = [
-    "hessian", "hvp", "hessian_diagonal", "hessian_blocks",
+    "hessian", "hvp", "hessian_diagonal", "hessian_blocks", "HessianBlocks", "NamedTensors",
     "LinearOperator", "IdentityOperator", "ScaledOperator", "SumOperator", "DenseOperator", "FunctionOperator",
     "BlockDiagonalOperator", "as_operator", "block_diagonal",
     "CurvatureOperator", "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "ClosureHessianOperator",
     "Objective", "ParamSpec", "CausalLMLoss",
     "HessianCoreError", "InvalidInputError", "MemoryBudgetError", "NonFiniteError",
-    "newton_step", "NewtonStep", "optim", "distributed", "inverse",
+    "newton_step", "NewtonStep", "optim", "distributed", "inverse", "plot",
     "eigsh", "trace", "diagonal_estimate", "spectral_density", "condition_number", "logdet",
     "solve", "SolveResult", "InverseOperator", "influence_scores", "Laplace", "Predictive",
     "obd_saliencies", "obs_saliencies", "OBSSaliencies", "trace_sensitivities", "Sensitivity", "prune", "PruneResult",

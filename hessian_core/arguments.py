@@ -84,3 +84,17 @@ def check_optional_bool(value, name: str) -> bool | None:
 def check_seed(value, name: str = "seed") -> int | None:
     """``None`` (draw one) or an int."""
     return None if value is None else check_int(value, name, None)
+
+
+def check_options(options, allowed, where: str) -> None:
+    """Every key of ``options`` (keyword arguments passed on as ``**options``) is one of ``allowed``; else an
+    error naming the unknown one, the closest allowed name and the full list (instead of Python's
+    ``TypeError`` about some inner ``__init__``)."""
+    import difflib
+
+    allowed = sorted(set(allowed))
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidInputError(f"{where}: unknown option {key!r}{hint}; the options are {', '.join(allowed)}")

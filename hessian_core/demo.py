@@ -98,16 +98,9 @@ def main(argv=None) -> int:
     print(f"  trace: Hutch++ {float(tr):.4f} +- {tr.stderr:.1e} (60 products), exact {H.trace():.4f}; "
           f"{n_neg} of {P} eigenvalues negative: a saddle-rich landscape even at low loss")
 
-    print("\nCurvature per layer (exact diagonal blocks):")
+    print("\nCurvature per layer (exact diagonal blocks, hc.hessian_blocks(..., groups='module')):")
     blocks = hc.hessian_blocks(model, loss_fn, batch, groups="module")
-    diag = hc.hessian_diagonal(model, loss_fn, batch)
-    groups = {}
-    for n, d in zip(names, diag):
-        groups.setdefault(n.rsplit(".", 1)[0], []).append(d.reshape(-1))
-    print(f"  {'layer':8s}{'params':>8s}{'||H_block||_F':>16s}{'trace':>12s}{'max diag':>12s}")
-    for (layer, ds), B in zip(groups.items(), blocks):
-        d = torch.cat(ds)
-        print(f"  {layer:8s}{B.shape[0]:8d}{B.norm():16.4e}{B.trace():12.4e}{d.max():12.4e}")
+    print("  " + blocks.table().replace("\n", "\n  "))
 
     G = hc.GGNOperator(model, loss_fn, batch).to_dense()
     g_evals = torch.linalg.eigvalsh(G)
@@ -116,9 +109,7 @@ def main(argv=None) -> int:
 
     for method in ("dense", "cg"):
         ns = hc.newton_step(model, loss_fn, batch, damping=1e-3 * float(top.values.max()), method=method)
-        names_ = [n for n, _ in model.named_parameters()]
-        new_loss = loss_fn(torch.func.functional_call(model, dict(zip(names_, ns.params)), (batch[0],)),
-                           batch[1]).item()
+        new_loss = loss_fn(torch.func.functional_call(model, ns.params.to_dict(), (batch[0],)), batch[1]).item()
         print(f"Damped Newton step ({method:5s}, hc.newton_step): minibatch loss {ns.loss:.4f} -> {new_loss:.4f} "
               f"(predicted change {ns.predicted_change:+.1e})")
 
@@ -128,11 +119,10 @@ def main(argv=None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from . import plot
-
-        density = hc.spectral_density(op, num_probes=8, num_iters=60, seed=0)
+        plot = hc.plot
+        density = hc.spectral_density(op, num_probes=8, num_iters=60, seed=0, log=True)
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-        plot.plot_spectral_density(density, ax=ax1, log=True)
+        plot.plot_spectral_density(density, ax=ax1)
         ax1.set_title(f"Hessian spectral density (SLQ), P={P}")
         v = top.vectors[:, 0]
         plot.plot_loss_landscape_1d(model, loss_fn, batch, v, alphas=torch.linspace(-2, 2, 41, dtype=v.dtype),

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InvalidInputError, NonFiniteError
-from .objective import Objective
+from .arguments import check_bool, check_choice, check_optional_int, check_optional_real, check_real
+from .errors import NonFiniteError
+from .functional import lists_options
+from .named import NamedTensors, format_float
 from .operators import HessianOperator
 from .optim.cg import steihaug_cg
 from .optim.dense_solve import check_dense_solve_fits, newton_direction, quadratic_change
@@ -18,9 +20,11 @@ class NewtonStep:
     """Result of :func:`newton_step`.
 
     Attributes:
-        step: the update ``s = lr * d`` as tensors shaped like the parameters (ParamSpec order).
+        step: the update ``s = lr * d`` as tensors shaped like the parameters (ParamSpec order), also
+            indexed by parameter name (``step["0.weight"]``).
         flat_step: the same, flat ``(P,)``.
-        params: the parameters after the step, ``theta + s``: new tensors, shaped like the parameters.
+        params: the parameters after the step, ``theta + s``: new tensors, shaped like the parameters,
+            indexed by position or name.
         names: the parameter names, in that order.
         loss: the loss before the step (globally normalized over ``data``).
         grad: the gradient before the step, flat ``(P,)``.
@@ -40,7 +44,15 @@ class NewtonStep:
     applied: bool
     info: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        how = ", ".join(f"{k}={format_float(v) if isinstance(v, float) else repr(v)}" for k, v in self.info.items())
+        return (f"NewtonStep(P={self.flat_step.numel()}, {len(self.names)} tensors, "
+                f"loss={format_float(self.loss)}, "
+                f"|grad|={format_float(self.grad.norm())}, |step|={format_float(self.flat_step.norm())}, "
+                f"predicted_change={format_float(self.predicted_change)}, applied={self.applied}, {how})")
 
+
+@lists_options
 def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, method: str = "dense",
                 saddle_free: bool = False, radius: float | None = None, max_cg_iters: int | None = None,
                 cg_rtol: float | None = None, apply: bool = False, **options) -> NewtonStep:
@@ -59,19 +71,20 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
         radius, max_cg_iters, cg_rtol: CG only (see :func:`hessian_core.optim.cg.steihaug_cg`).
         apply: if True, write ``theta + s`` into the model's parameters (in place, under ``no_grad``).
             Default False: the model is not touched; use the returned ``params`` / ``step``.
-        **options: :class:`~hessian_core.objective.Objective` options (``params``, ``reduction``,
-            ``count_fn``, ``train_mode``, ``memory_budget``, ``progress``...).
+        **options: the options of :func:`hessian_core.hessian`, listed below.
 
     The step is a descent direction whenever the gradient is nonzero, also at indefinite Hessians.
     Raises :class:`~hessian_core.errors.NonFiniteError` (model untouched) for non-finite loss, gradient,
     Hessian or step, :class:`~hessian_core.errors.MemoryBudgetError` when the dense Hessian does not fit.
     """
-    if method not in ("dense", "cg"):
-        raise InvalidInputError(f"method must be 'dense' or 'cg', got {method!r}")
-    if not lr > 0 or not damping >= 0:
-        raise InvalidInputError(f"need lr > 0 and damping >= 0, got lr={lr}, damping={damping}")
-    objective = Objective(model, loss_fn, data, **options)
-    op = HessianOperator(objective)
+    method = check_choice(method, "method", ("dense", "cg"))
+    lr, damping = check_real(lr, "lr", positive=True), check_real(damping, "damping", nonnegative=True)
+    saddle_free, apply = check_bool(saddle_free, "saddle_free"), check_bool(apply, "apply")
+    radius = check_optional_real(radius, "radius", positive=True)
+    max_cg_iters = check_optional_int(max_cg_iters, "max_cg_iters")
+    cg_rtol = check_optional_real(cg_rtol, "cg_rtol", positive=True)
+    op = HessianOperator(model, loss_fn, data, **options)
+    objective = op.objective
     spec = objective.params
     loss, g = objective.value_and_grad()
     if method == "dense":
@@ -82,19 +95,20 @@ def newton_step(model, loss_fn, data, *, lr: float = 1.0, damping: float = 0.0, 
         Hs = H @ s
         info = {"method": d.method, "shift": d.shift, "min_eigenvalue": d.min_eigenvalue}
     else:
-        res = steihaug_cg(op.matvec, g, radius, damping=damping, rtol=cg_rtol, max_iter=max_cg_iters)
-        s = lr * res.step
-        Hs = op.matvec(s)
+        with op.reuse():  # one graph for all CG products on one-batch data
+            res = steihaug_cg(op.matvec, g, radius, damping=damping, rtol=cg_rtol, max_iter=max_cg_iters)
+            s = lr * res.step
+            Hs = op.matvec(s)
         info = {"cg_iterations": res.iterations, "cg_reason": res.reason,
                 "negative_curvature": res.negative_curvature}
     if not bool(torch.isfinite(s).all()):
         raise NonFiniteError("the Newton step is not finite; use damping > 0")
     new = spec.flatten(spec.primals()) + s
-    new_params = [t.clone() for t in spec.unflatten(new)]
+    new_params = NamedTensors([t.clone() for t in spec.unflatten(new)], spec.names)
     if apply:
         with torch.no_grad():
             for p, value in zip(spec.tensors, new_params):
                 p.copy_(value)
-    return NewtonStep(step=[t.clone() for t in spec.unflatten(s)], flat_step=s, params=new_params,
-                      names=list(spec.names), loss=loss, grad=g, predicted_change=quadratic_change(g, Hs, s),
-                      applied=apply, info=info)
+    return NewtonStep(step=NamedTensors([t.clone() for t in spec.unflatten(s)], spec.names), flat_step=s,
+                      params=new_params, names=list(spec.names), loss=loss, grad=g,
+                      predicted_change=quadratic_change(g, Hs, s), applied=apply, info=info)

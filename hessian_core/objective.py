@@ -433,3 +433,25 @@ def _copy(x):
     if isinstance(x, (tuple, list)):
         return type(x)(_copy(t) for t in x)
     return x
+
+
+def keyword_options(cls, stop: type = object) -> tuple[str, ...]:
+    """The public keyword-only arguments of ``cls.__init__`` and of its bases' up to (without) ``stop``: an
+    operator's own options (``strategy``, ``chunk_size``, ``self_check``...)."""
+    import inspect
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is stop or klass is object:
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_") and p.name not in names:
+                names.append(p.name)
+    return tuple(names)
+
+
+#: The options of :class:`Objective` (keyword arguments of every entry point built on it).
+OBJECTIVE_OPTIONS = keyword_options(Objective)

@@ -33,7 +33,9 @@ def plot_spectral_density(density, ax=None, log: bool = False, label: str | None
 
     Linear-scale densities are drawn against the eigenvalue, with a log y-axis when ``log=True`` (the
     usual view of a spiked Hessian spectrum). Log-scale densities (``spectral_density(..., log=True)``)
-    are drawn against ``|eigenvalue|`` on a log x-axis, positive and negative eigenvalues as two curves.
+    are drawn against ``|eigenvalue|`` on a log x-axis, positive and negative eigenvalues as two curves;
+    the mass at and near zero, which a log axis cannot show, is marked by a dotted line at ``zero_width``
+    and labelled with its share of the spectrum.
     """
     ax = _axes(ax)
     if density.log:
@@ -41,6 +43,10 @@ def plot_spectral_density(density, ax=None, log: bool = False, label: str | None
         if bool((density.density_negative > 0).any()):
             ax.semilogx(density.grid.numpy(), density.density_negative.numpy(), "--",
                         label=(label + " (< 0)") if label else "eigenvalues < 0", **line_kwargs)
+        if density.mass_near_zero > 0:
+            ax.axvline(density.zero_width, color="gray", linestyle=":",
+                       label=f"{100 * density.mass_near_zero:.0f}% at |eigenvalue| <= {density.zero_width:.2g} "
+                             "(not resolved)")
         ax.set_xlabel("|eigenvalue|")
         ax.set_ylabel("density per decade")
         ax.legend()

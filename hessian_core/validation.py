@@ -23,6 +23,7 @@ import torch
 
 from .data import shape_str
 from .errors import InvalidInputError, NonFiniteError
+from .loss_checks import check_loss_fn
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def probe(objective, ctx) -> BatchProbe:
         )
     if not torch.isfinite(loss):
         raise NonFiniteError(f"the loss on batch 0 is {float(loss)}; the curvature is undefined there")
+    check_loss_fn(ctx, outputs)  # a loss cut from the outputs, or broadcasting them (hessian_core.loss_checks)
     random = _draws_random_numbers(objective, ctx, outputs)
     return BatchProbe(int(sum(sizes)), _shape_of(outputs), random, writes["buffers"], writes["inputs"],
                       tuple(sorted(objective.substitutions)))

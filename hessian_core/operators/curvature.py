@@ -22,12 +22,12 @@ import warnings
 import torch
 from torch.func import vmap
 
-from ..arguments import check_optional_int
+from ..arguments import check_optional_int, check_options
 from ..errors import InvalidInputError
 from ..forward import tensor_versions as _versions
 from ..memory import chunk_size as _chunk_size
 from ..memory import format_bytes
-from ..objective import Objective
+from ..objective import OBJECTIVE_OPTIONS, Objective, keyword_options
 from .base import LinearOperator, unit_columns
 
 
@@ -55,6 +55,8 @@ class CurvatureOperator(LinearOperator):
                     "objective's")
             objective = model
         else:
+            check_options(objective_options, OBJECTIVE_OPTIONS + keyword_options(type(self), LinearOperator),
+                          type(self).__name__)
             objective = Objective(model, loss_fn, data, **objective_options)
         spec = objective.params
         super().__init__(spec.numel, spec.dtype, spec.device, params=spec, budget=objective.budget,

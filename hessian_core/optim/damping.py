@@ -10,14 +10,19 @@ from __future__ import annotations
 import math
 
 
-def gain_ratio(actual: float, predicted: float) -> float:
+def gain_ratio(actual: float, predicted: float, roundoff: float = 0.0) -> float:
     """``actual / predicted`` change; ``-inf`` when the step made things worse or is not finite, ``1`` when
-    both are 0 (nothing to gain: the model is exact)."""
+    both are 0 (nothing to gain: the model is exact).
+
+    ``roundoff`` (``delta >= 0``): the error of evaluating the loss. The ratio is then
+    ``(actual - delta) / (predicted - delta)`` (Conn, Gould & Toint 2000, section 17.4.2), which tends to 1
+    when both changes are below the round-off level instead of being the ratio of two round-off errors.
+    """
     if not math.isfinite(actual):
         return -math.inf
     if predicted >= 0:
         return 1.0 if actual <= 0 and predicted == 0 else -math.inf
-    return actual / predicted
+    return (actual - roundoff) / (predicted - roundoff)
 
 
 class LevenbergMarquardt:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import torch
 
+from ..arguments import check_bool, check_choice, check_int, check_optional_bool, check_real
 from ..errors import InvalidInputError, NonFiniteError
 from ..operators import ClosureHessianOperator, GGNOperator
-from ..params import ParamSpec, spec_of
 from .base import CurvatureOptimizer
 from .cg import martens_cg, preconditioner_of
 from .damping import LevenbergMarquardt, gain_ratio
@@ -61,47 +61,29 @@ class HessianFree(CurvatureOptimizer):
                  progress: bool | None = False, curvature_options: dict | None = None, preconditioner=None):
         if curvature is None:
             curvature = "ggn" if model is not None else "hessian"
-        if curvature not in ("ggn", "hessian"):
-            raise InvalidInputError(f"curvature must be 'ggn' or 'hessian', got {curvature!r}")
+        curvature = check_choice(curvature, "curvature", ("ggn", "hessian"))
         if curvature == "ggn" and (model is None or loss_fn is None):
             raise InvalidInputError(
                 "HessianFree(curvature='ggn') needs model= and loss_fn= (the GGN is J^T H_loss J of "
                 "loss_fn(model(inputs), targets)); give them, or use curvature='hessian' for closure-only use"
             )
-        if not lr > 0 or not damping >= 0 or not 0 <= cg_decay <= 1 or max_cg_iters < 1:
-            raise InvalidInputError(
-                f"need lr > 0, damping >= 0, 0 <= cg_decay <= 1, max_cg_iters >= 1; got lr={lr}, "
-                f"damping={damping}, cg_decay={cg_decay}, max_cg_iters={max_cg_iters}")
-        self.model, self.loss_fn, self.curvature = model, loss_fn, curvature
-        self.curvature_data = curvature_data
-        self.curvature_options = dict(curvature_options or {})
-        defaults = dict(lr=lr, damping=damping, adaptive_damping=adaptive_damping, max_cg_iters=max_cg_iters,
-                        min_cg_iters=min_cg_iters, cg_tol=cg_tol, cg_decay=cg_decay, backtrack=backtrack,
-                        line_search=line_search, max_line_search=max_line_search, memory_budget=memory_budget,
-                        progress=progress)
-        super().__init__(params, defaults)
+        self.curvature = curvature
+        max_cg_iters = check_int(max_cg_iters, "max_cg_iters")
+        defaults = dict(lr=check_real(lr, "lr", positive=True),
+                        damping=check_real(damping, "damping", nonnegative=True),
+                        adaptive_damping=check_bool(adaptive_damping, "adaptive_damping"),
+                        max_cg_iters=max_cg_iters,
+                        min_cg_iters=check_int(min_cg_iters, "min_cg_iters", most=max_cg_iters,
+                                               why=" (at most max_cg_iters)"),
+                        cg_tol=check_real(cg_tol, "cg_tol", positive=True),
+                        cg_decay=check_real(cg_decay, "cg_decay", nonnegative=True, at_most=1.0),
+                        backtrack=check_bool(backtrack, "backtrack"),
+                        line_search=check_bool(line_search, "line_search"),
+                        max_line_search=check_int(max_line_search, "max_line_search"), memory_budget=memory_budget,
+                        progress=check_optional_bool(progress, "progress"))
+        super().__init__(params, defaults, model=model, loss_fn=loss_fn, curvature_data=curvature_data,
+                         curvature_options=curvature_options)
         self.preconditioner = preconditioner
-
-    def _make_spec(self, tensors) -> ParamSpec:
-        if self.model is None:
-            return spec_of(tensors)
-        # The model's order, so that flat vectors match the GGN operator's.
-        owned = {id(p) for p in self.model.parameters()}
-        foreign = [i for i, t in enumerate(tensors) if id(t) not in owned]
-        if foreign:
-            raise InvalidInputError(f"HessianFree: parameters {foreign} are not parameters of model=")
-        return ParamSpec(self.model, list(tensors))
-
-    # -- curvature ---------------------------------------------------------------------------------
-    def _curvature_batch(self, data):
-        data = self.curvature_data if data is None else data
-        if data is None:
-            raise InvalidInputError(
-                "HessianFree with GGN curvature needs curvature data: pass curvature_data=(inputs, targets) "
-                "(or a list of batches, or a callable returning one) to the constructor or to "
-                "step(closure, curvature_data=...)"
-            )
-        return data() if callable(data) else data
 
     def _products(self, closure, curvature_data):
         """``(loss tensor, f0, g, matvec)`` at the current parameters."""
@@ -112,9 +94,7 @@ class HessianFree(CurvatureOptimizer):
             self.count("closure_evals")
             return op.loss.detach(), op.value, op.grad, self._counted(op.matvec)
         loss, g = self.loss_and_grad(closure)
-        op = GGNOperator(self.model, self.loss_fn, self._curvature_batch(curvature_data),
-                         params=self.spec.tensors, memory_budget=group["memory_budget"],
-                         progress=group["progress"], **self.curvature_options)
+        op = self.curvature_operator(GGNOperator, curvature_data)
         return loss, float(loss), g, self._counted(op.matvec)
 
     def _counted(self, matvec):
@@ -156,12 +136,20 @@ class HessianFree(CurvatureOptimizer):
             gp = float(g @ p)
             pBp = 2 * (phi - gp) - lam * float(p @ p)
             predicted = lr * gp + 0.5 * lr * lr * pBp
-            rho = gain_ratio(f_new - f0, predicted)
+            delta = self.roundoff(f0)
+            rho = gain_ratio(f_new - f0, predicted, delta)
             if group["adaptive_damping"]:
                 st["damping"] = LevenbergMarquardt(lam).update(rho)
-            alpha = lr if math.isfinite(f_new) or group["line_search"] else 0.0
+            info = dict(cg_iterations=res.iterations, cg_reason=res.reason, chosen_iterate=i, rho=rho, damping=lam,
+                        predicted_change=predicted, negative_curvature=res.negative_curvature)
+            if not -predicted > delta:  # nothing left to gain above round-off: stationary to working precision
+                alpha = lr if f_new <= f0 else 0.0
+                self.set_params(x0 + alpha * p)
+                self.finish_step(**info, alpha=alpha, accepted=alpha > 0, converged=True)
+                return loss
+            alpha = lr if math.isfinite(f_new) else 0.0
             if group["line_search"]:
-                tries = 0
+                alpha, tries = lr, 0
                 while not f_new <= f0 + 1e-2 * alpha * gp:
                     tries += 1
                     if tries > group["max_line_search"]:
@@ -170,9 +158,10 @@ class HessianFree(CurvatureOptimizer):
                     alpha *= 0.8
                     f_new = self.loss_at(closure, x0 + alpha * p)
             self.set_params(x0 + alpha * p)
-            self.finish_step(cg_iterations=res.iterations, cg_reason=res.reason, chosen_iterate=i, rho=rho,
-                             damping=lam, alpha=alpha, predicted_change=predicted,
-                             negative_curvature=res.negative_curvature, accepted=alpha > 0)
+            self.finish_step(**info, alpha=alpha, accepted=alpha > 0)
+            if alpha == 0:
+                self.report(f"the line search found no decrease in max_line_search={group['max_line_search']} "
+                            "tries" if group["line_search"] else "the loss at the trial point is not finite")
         return loss
 
     def _backtrack(self, closure, x0, candidates, lr, backtrack):

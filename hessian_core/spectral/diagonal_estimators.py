@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..arguments import check_int
+from ..arguments import check_choice, check_int
 from ..errors import InvalidInputError
+from ..named import named_unflatten
 from ..operators.base import LinearOperator, counting_view
 from .probes import generator, probes
 from .trace_estimators import exchangeable_sketch, probe_block
@@ -30,7 +31,8 @@ class DiagonalResult:
 
     @property
     def param_estimate(self) -> list[torch.Tensor]:
-        """The estimate as tensors shaped like the parameters (operators from a model only)."""
+        """The estimate as tensors shaped like the parameters, indexed by position or parameter name
+        (operators from a model only)."""
         if self._unflatten is None:
             raise InvalidInputError("param_estimate needs an operator built from a model (it has no .params)")
         return self._unflatten(self.estimate)
@@ -51,10 +53,11 @@ def diagonal_estimate(op, num_matvecs: int = 100, method: str = "xdiag", seed: i
     Returns:
         :class:`DiagonalResult`.
     """
+    method = check_choice(method, "method", DIAGONAL_METHODS)
     A = counting_view(op)
     with A.reuse():
         gen = generator(seed, A.device)
-        unflatten = A.unflatten if A.params is not None else None
+        unflatten = named_unflatten(A.params)
         if method == "hutchinson":
             m = check_int(num_matvecs, "num_matvecs")
             total = torch.zeros(A.size, dtype=A.dtype, device=A.device)
@@ -69,11 +72,9 @@ def diagonal_estimate(op, num_matvecs: int = 100, method: str = "xdiag", seed: i
             var = ((total_sq / m - mean.square()).clamp_min(0) * (m / (m - 1)) if m > 1
                    else torch.full_like(mean, math.inf))
             return DiagonalResult(mean, (var / m).sqrt(), A.num_matvecs, method, unflatten)
-        if method == "xdiag":
-            m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xdiag (each probe is used twice)")
-            est, err = _xdiag(A, m // 2, gen)
-            return DiagonalResult(est, err, A.num_matvecs, method, unflatten)
-        raise InvalidInputError(f"method must be one of {DIAGONAL_METHODS}, got {method!r}")
+        m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xdiag (each probe is used twice)")
+        est, err = _xdiag(A, m // 2, gen)
+        return DiagonalResult(est, err, A.num_matvecs, method, unflatten)
 
 
 def _xdiag(A: LinearOperator, s: int, gen) -> tuple[torch.Tensor, torch.Tensor]:

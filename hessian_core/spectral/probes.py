@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import torch
 
+from ..arguments import check_choice, check_seed
 from ..distributed import shared_seed
-from ..errors import InvalidInputError
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
 def resolve_seed(seed: int | None) -> int:
     """``seed`` itself, or (``None``) a seed drawn from torch's global RNG, so ``torch.manual_seed`` controls it."""
+    seed = check_seed(seed)
     if seed is None:
         return shared_seed(None)  # torch's global RNG; under torch.distributed rank 0's draw, on every rank
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidInputError(f"seed must be an int or None, got {type(seed).__name__}")
     return seed
 
 
@@ -35,9 +34,8 @@ def probes(
     gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype, device, distribution: str = "rademacher"
 ) -> torch.Tensor:
     """Random probe vectors of ``shape`` (usually ``(P, k)``): Rademacher (+-1) or standard Gaussian."""
+    check_choice(distribution, "distribution", DISTRIBUTIONS)
     if distribution == "rademacher":
         bits = torch.randint(0, 2, shape, generator=gen, device=device)
         return (2 * bits - 1).to(dtype)
-    if distribution == "gaussian":
-        return torch.randn(shape, generator=gen, device=device, dtype=dtype)
-    raise InvalidInputError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    return torch.randn(shape, generator=gen, device=device, dtype=dtype)

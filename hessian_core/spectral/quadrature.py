@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..arguments import check_int
-from ..errors import InvalidInputError
+from ..arguments import check_choice, check_int
 from ..operators.base import LinearOperator
 from .probes import generator, probes
 
@@ -30,13 +29,21 @@ REORTH = ("full", "none")
 @dataclass
 class Quadrature:
     """Nodes ``(n,)`` and weights ``(n,)`` of all probes concatenated; ``probe`` ``(n,)`` says which
-    probe each node belongs to. The weights of one probe sum to 1."""
+    probe each node belongs to. The weights of one probe sum to 1. ``residuals`` ``(n,)``: the Lanczos
+    residual estimate of each node (``beta_m |u_i[m]|``): an eigenvalue of the operator lies within it of the
+    node; a node whose residual is not small stands for mass spread around it that the Lanczos steps did not
+    resolve (0 when the Krylov space became invariant: then the nodes are eigenvalues)."""
 
     nodes: torch.Tensor
     weights: torch.Tensor
     probe: torch.Tensor
     num_probes: int
     num_matvecs: int
+    residuals: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (f"Quadrature({self.nodes.numel()} nodes of {self.num_probes} probes in [{float(self.nodes.min()):.4g}, "
+                f"{float(self.nodes.max()):.4g}], num_matvecs={self.num_matvecs})")
 
     def per_probe(self, f) -> torch.Tensor:
         """``(num_probes,)`` values ``sum_i w_i f(theta_i)`` of each probe."""
@@ -56,8 +63,7 @@ def slq(
     a Krylov space becomes invariant, and never more than ``P``)."""
     check_int(num_probes, "num_probes")
     check_int(num_iters, "num_iters")
-    if reorth not in REORTH:
-        raise InvalidInputError(f"reorth must be one of {REORTH}, got {reorth!r}")
+    check_choice(reorth, "reorth", REORTH)
     P = A.size
     m = min(num_iters, P)
     kept = (m + 1) if reorth == "full" else 3
@@ -71,7 +77,7 @@ def slq(
     )
     gen = generator(seed, A.device)
     show = A.progress if progress is None else progress
-    nodes, weights, owner = [], [], []
+    nodes, weights, owner, resid = [], [], [], []
     with tqdm(total=num_probes * m, desc="SLQ", disable=(not show) if show is not None else None, leave=False) as bar:
         for first in range(0, num_probes, in_flight):
             c = min(in_flight, num_probes - first)
@@ -84,7 +90,9 @@ def slq(
                 nodes.append(theta.cpu())
                 weights.append(U[0].square().cpu())
                 owner.append(torch.full((n,), first + j, dtype=torch.long))
-    return Quadrature(torch.cat(nodes), torch.cat(weights), torch.cat(owner), num_probes, A.num_matvecs)
+                resid.append((betas[n - 1, j] * U[n - 1].abs()).cpu())
+    return Quadrature(torch.cat(nodes), torch.cat(weights), torch.cat(owner), num_probes, A.num_matvecs,
+                      torch.cat(resid))
 
 
 def _lanczos_columns(A: LinearOperator, Z: torch.Tensor, m: int, full: bool, bar):

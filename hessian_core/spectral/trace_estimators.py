@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..arguments import check_int
-from ..errors import InvalidInputError
+from ..arguments import check_choice, check_int
 from ..operators.base import LinearOperator, counting_view
 from .probes import generator, probes
 
@@ -80,6 +79,7 @@ def trace(
     Returns:
         :class:`TraceResult` (``float(result)`` is the estimate).
     """
+    method = check_choice(method, "method", TRACE_METHODS)
     A = counting_view(op)
     with A.reuse():
         gen = generator(seed, A.device)
@@ -89,10 +89,8 @@ def trace(
             return TraceResult(float(s.mean()), _stderr(s), A.num_matvecs, method)
         if method == "hutch++":
             return _hutchpp(A, check_int(num_matvecs, "num_matvecs", 3, why=" for hutch++"), gen, distribution)
-        if method == "xtrace":
-            m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xtrace (each probe is used twice)")
-            return _xtrace(A, m // 2, gen, distribution)
-        raise InvalidInputError(f"method must be one of {TRACE_METHODS}, got {method!r}")
+        m = check_int(num_matvecs, "num_matvecs", 2, even=True, why=" for xtrace (each probe is used twice)")
+        return _xtrace(A, m // 2, gen, distribution)
 
 
 def _stderr(samples: torch.Tensor) -> float:

@@ -90,3 +90,62 @@ def test_bad_inputs_are_named():
         Newton([x, torch.ones(2, dtype=torch.float32, requires_grad=True)])
     with pytest.raises(hc.InvalidInputError, match="loss.item"):
         Newton([x]).step(lambda: 1.0)
+
+
+def test_large_indefinite_direction_without_eigh(monkeypatch):
+    """Above EIGH_UP_TO the smallest eigenvalue comes from Lanczos on the dense matrix and Cholesky
+    certifies the shifted matrix: the same kind of direction as with the full eigendecomposition."""
+    from hessian_core.optim import dense_solve
+
+    H, g = random_sym(80, 3)
+    lam = np.linalg.eigvalsh(H.numpy())
+    exact = newton_direction(H, g)
+    monkeypatch.setattr(dense_solve, "EIGH_UP_TO", 10)
+    approx = newton_direction(H, g)
+    assert approx.method == exact.method == "shifted"
+    # a rough estimate (a Ritz value: an upper bound of lambda_min, its residual at most 10% of its size) ...
+    assert lam.min() - 1e-12 <= approx.min_eigenvalue < 0
+    assert approx.min_eigenvalue == pytest.approx(lam.min(), rel=0.25)
+    # ... is enough: the shift takes twice its size and Cholesky certifies the shifted matrix
+    assert float(g @ approx.direction) < 0
+    shifted = H.numpy() + approx.shift * np.eye(80)
+    assert np.linalg.eigvalsh(shifted).min() > 0
+    np.testing.assert_allclose(approx.direction.numpy(), -np.linalg.solve(shifted, g.numpy()), rtol=1e-8)
+
+
+def test_model_based_hessian_gives_the_closure_step():
+    """Newton(model=, loss_fn=, curvature_data=) builds H with the core's dense paths; with the closure's
+    own data it takes exactly the closure-only step."""
+    torch.manual_seed(0)
+    X, y = torch.randn(30, 4, dtype=D), torch.randint(0, 3, (30,))
+    loss_fn = nn.CrossEntropyLoss()
+    steps = []
+    for model_based in (False, True):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(D)
+        extra = dict(model=model, loss_fn=loss_fn, curvature_data=(X, y)) if model_based else {}
+        opt = Newton(model.parameters(), damping=1e-3, **extra)
+        for _ in range(2):
+            opt.step(lambda model=model: loss_fn(model(X), y))
+        steps.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        assert opt.state[next(model.parameters())]["last"]["accepted"]
+    torch.testing.assert_close(steps[1], steps[0], rtol=1e-10, atol=1e-12)
+
+
+def test_model_based_hessian_on_a_subsample():
+    """Sub-sampled Newton: the Hessian of a quarter of the data (a callable drawing it), the gradient of all."""
+    torch.manual_seed(0)
+    X, Y = torch.randn(40, 3, dtype=D), torch.randn(40, 1, dtype=D)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).to(D)
+    loss_fn = nn.MSELoss()
+    drawn = []
+
+    def quarter():
+        idx = torch.randperm(40)[:10]
+        drawn.append(idx)
+        return X[idx], Y[idx]
+
+    opt = Newton(model.parameters(), model=model, loss_fn=loss_fn, curvature_data=quarter)
+    losses = [float(opt.step(lambda: loss_fn(model(X), Y))) for _ in range(5)]
+    assert all(b <= a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0]
+    assert len(drawn) == 5  # a fresh sub-sample each step

@@ -96,3 +96,21 @@ def test_trust_radius_adapts_and_counts():
     assert st["radius"] == pytest.approx(0.2)
     assert st["last"]["accepted"] and st["last"]["cg_reason"] == "boundary"
     assert st["closure_evals"] == 2 and st["hvps"] >= 2
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_preconditioned_trust_region_adapts_its_radius_in_the_preconditioner_norm(scale):
+    # M^-1 = scale * I: |s|_M = |s| / sqrt(scale). A boundary step whose gain ratio is 1 (a quadratic) must
+    # double the radius whatever the scale; measured in the Euclidean norm, scale = 0.01 never grows it (the
+    # step looks 10x inside) and scale = 100 doubles it from interior steps.
+    x = torch.full((3,), 50.0, dtype=D, requires_grad=True)
+    opt = NewtonCG([x], radius=0.5, preconditioner=scale * torch.eye(3, dtype=D))
+    radii = []
+    for _ in range(3):
+        opt.step(lambda: 0.5 * (x * x).sum())
+        last = opt.state[x]["last"]
+        assert last["accepted"] and last["cg_reason"] == "boundary"
+        radii.append(last["radius"])
+    assert radii == [1.0, 2.0, 4.0]
+    # every step ended on the boundary of the radius it was taken with, in the M norm
+    assert float((50.0 - x.detach()).norm()) / scale ** 0.5 == pytest.approx(0.5 + 1.0 + 2.0, rel=1e-10)

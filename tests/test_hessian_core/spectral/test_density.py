@@ -125,3 +125,31 @@ def test_trace_function_matches_dense():
     est, err, n = trace_function(A, torch.exp, num_probes=30, num_iters=25, seed=0)
     assert abs(est - float(torch.exp(vals).sum())) < 4 * err
     assert n == 30 * 25
+
+
+def test_log_density_is_honest_about_the_bulk_near_zero():
+    """A network-like spectrum: two thirds in a bulk |lambda| <= 1e-3, the rest spread over 1e-2..1. Thirty
+    Lanczos steps cannot resolve the bulk; its nodes used to be drawn as sharp peaks at arbitrary small
+    magnitudes with mass_near_zero = 0. Now the unresolved nodes are counted as mass near zero, with the
+    width within which it lies, and that width holds about that share of the eigenvalues."""
+    g = torch.Generator().manual_seed(0)
+    bulk = (torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1) * 1e-3
+    vals = torch.cat([bulk, torch.logspace(-2, 0, 200, dtype=torch.float64)])
+    d = hc.spectral_density(spectrum_matrix(vals), num_probes=10, num_iters=30, log=True, seed=0)
+    assert d.integral() == pytest.approx(1.0, abs=1e-4)
+    assert d.mass_near_zero > 0.4
+    true_share = float((vals.abs() <= d.zero_width).double().mean())
+    assert d.mass_near_zero == pytest.approx(true_share, abs=0.2)
+    assert d.zero_width < 0.05  # the resolved part (|lambda| >= 1e-2) stays on the log axis
+    u = torch.log10(d.grid)
+    above = d.grid >= 1e-2
+    assert float(torch.trapezoid((d.density + d.density_negative)[above], u[above])) == pytest.approx(1 / 3, abs=0.1)
+    text = repr(d)
+    assert len(text) < 400 and "mass_near_zero" in text and "tensor" not in text
+    assert d.quadrature.residuals.shape == d.quadrature.nodes.shape
+
+
+def test_linear_density_repr_is_compact(bimodal):
+    A, _ = bimodal
+    d = hc.spectral_density(A, num_probes=2, num_iters=10, seed=0)
+    assert len(repr(d)) < 400 and "tensor" not in repr(d) and "mass_negative" in repr(d)
