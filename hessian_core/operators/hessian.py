@@ -39,6 +39,9 @@ class HessianOperator(CurvatureOperator):
         self.forward_over_reverse_ok = True
         #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
         self.last_strategy: str | None = None
+        #: which computation that was ("Linear chain", "graph (per sample, ...)", "square-root factors",
+        #: "generic products"), and why the structured one did not run when it did not
+        self.last_path: str | None = None
 
     def _options(self) -> dict:
         return {**super()._options(), "strategy": self.strategy}
@@ -57,7 +60,7 @@ class HessianOperator(CurvatureOperator):
             "products": {"one vector": "reverse-over-reverse (double backward)", "blocks": blocks},
             "dense": ("structured: " if dense else "generic chunked products: ") + why_dense,
             "diagonal": ("structured: " if diag else "generic unit-vector products: ") + why_diag,
-            "last dense or diagonal": self.last_strategy or "none yet",
+            "last dense or diagonal": self.last_path or "none yet",
         }
 
     def _prepare(self, ctx):
@@ -91,16 +94,20 @@ class HessianOperator(CurvatureOperator):
 
     # -- dense results: structured when possible -----------------------------------------------------
     def _structured(self, fn, what: str):
+        """The structured result of ``fn`` (an Outcome), or ``None``; records which path ran."""
         if self.strategy == "generic":
+            self.last_strategy, self.last_path = "generic", "generic products (strategy='generic')"
             return None
-        result = fn(self.objective)
-        if result is None and self.strategy == "structured":
-            raise InvalidInputError(
-                f"strategy='structured': the {what} of this model cannot use the structured path (it needs an "
-                "nn.Sequential of Linear layers -- for the diagonal also conv and pooling layers -- with "
-                "elementwise activations, and a loss that sums over samples); use strategy='auto' or 'generic'"
-            )
-        return result
+        result = fn(self.objective, force=self.strategy == "structured")
+        if result.value is None:
+            if self.strategy == "structured":
+                raise InvalidInputError(
+                    f"strategy='structured': the {what} of this model cannot use the structured path "
+                    f"({result.path}); use strategy='auto' or 'generic'")
+            self.last_strategy, self.last_path = "generic", f"generic products (structured: {result.path})"
+            return None
+        self.last_strategy, self.last_path = "structured", f"structured: {result.path}"
+        return result.value
 
     def to_dense(self) -> torch.Tensor:
         """The whole ``(P, P)`` Hessian: structured (Kronecker blocks, one GEMM per layer pair) for Linear
@@ -110,7 +117,6 @@ class HessianOperator(CurvatureOperator):
         P = self.size
         self._dense_check(P * P * self.itemsize, f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
         H = self._structured(structured_dense, "dense Hessian")
-        self.last_strategy = "generic" if H is None else "structured"
         if H is None:
             return super().to_dense()
         self.num_matvecs += P
@@ -122,7 +128,6 @@ class HessianOperator(CurvatureOperator):
         from ..structured import structured_diagonal
 
         d = self._structured(structured_diagonal, "Hessian diagonal")
-        self.last_strategy = "generic" if d is None else "structured"
         if d is None:
             return super().diagonal()
         self.num_matvecs += self.size

@@ -21,7 +21,11 @@ from .chain import Chain, NotApplicable
 
 
 def _compose(modules):
+    inplace = any(getattr(m, "inplace", False) for m in modules)  # nn.ReLU(inplace=True): work on a copy
+
     def s(a):
+        if inplace:
+            a = a.clone()
         for m in modules:
             a = m(a)
         return a
