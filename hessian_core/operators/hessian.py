@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import grad, jvp
 
 from ..arguments import check_choice
 from ..errors import InvalidInputError
-from .curvature import CurvatureOperator
+from .curvature import CurvatureOperator, Products
 
 STRATEGIES = ("auto", "structured", "generic")
 
@@ -15,12 +17,14 @@ STRATEGIES = ("auto", "structured", "generic")
 class HessianOperator(CurvatureOperator):
     """Exact Hessian ``H = d^2 L / d theta^2`` of the globally normalized loss (see :mod:`..objective`).
 
-    Products are reverse-over-reverse: one forward and backward per batch builds ``grad`` with its graph
-    (``vjp(grad(loss))``), and every chunk of vectors is one vmapped double-backward through it. Since
-    ``H`` is symmetric, ``vjp`` of the gradient is ``H v``. Reverse-over-reverse needs only double
-    backward, which every op has. Blocks of many vectors first try forward-over-reverse
-    (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often faster through convolutions; it trips
-    on some torch losses (e.g. ``MSELoss``), and then the operator keeps to reverse-over-reverse.
+    Products are reverse-over-reverse: one forward and backward per batch builds the gradient with its graph
+    (plain autograd), and each vector is one double backward through it (``H v = d(g . v)/d theta``); a
+    block of vectors goes through the same graph one column at a time or all at once (autograd's batched
+    gradients), whichever was measured faster for this model (:attr:`block_mode`). Reverse-over-reverse
+    needs only double backward, which every op has. Dense results (many vectors) first try
+    forward-over-reverse (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often faster through
+    convolutions; it trips on some torch losses (e.g. ``MSELoss``), and then the operator keeps to
+    reverse-over-reverse.
 
     ``to_dense()`` and ``diagonal()`` pick a strategy (``strategy=``): ``"auto"`` (default) uses the
     structured path of :mod:`hessian_core.structured` when the model allows it and the generic chunked
@@ -65,32 +69,63 @@ class HessianOperator(CurvatureOperator):
 
     def _prepare(self, ctx):
         primals = self.params.primals()
-        graph = []  # vjp of the gradient, built on first use (one forward and backward with graph)
         random = self.objective.train_mode or self.objective.validate().random
+        kept = []  # (leaves, gradient with its graph, indices of the gradient parts that depend on theta)
 
-        def reverse():  # called outside vmap, so the graph belongs to no vmap level
-            if not graph:
-                graph.append(vjp(grad(ctx.loss), primals)[1])
-            return graph[0]
+        def ready():  # one forward and backward with graph, plain autograd (no transform overhead)
+            if not kept:
+                # The model's own parameters when they can be differentiated as they are (Objective.forward
+                # then calls the model directly; autograd.grad never writes .grad), else detached aliases.
+                own = self.params.tensors
+                leaves = tuple(own) if self.objective._own(own) else tuple(
+                    p.detach().requires_grad_(True) for p in primals)
+                with torch.enable_grad():
+                    grads = torch.autograd.grad(ctx.loss(leaves), leaves, create_graph=True, allow_unused=True)
+                kept.append((leaves, grads, [i for i, g in enumerate(grads) if g is not None and g.requires_grad]))
+            return kept[0]
 
-        def apply(V):
-            if V.shape[1] == 1:  # one vector (matvec): a plain double backward, no vmap overhead
-                tangent = tuple(t[..., 0] for t in self.params.unflatten(V))
-                return self.params.flatten(reverse()(tangent)[0])[:, None]
+        def one(v):  # H v = d(g . v)/d theta: one double backward through the kept graph
+            leaves, grads, used = ready()
+            if not used:
+                return torch.zeros_like(v)
+            parts = self.params.unflatten(v)
+            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i] for i in used],
+                                     retain_graph=True, allow_unused=True)
+            return torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, leaves)])
+
+        def batched(V):  # every column through the kept graph at once (autograd's batched gradients)
+            leaves, grads, used = ready()
+            if not used:
+                return torch.zeros_like(V)
+            parts = self._tangents(V)
+            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i] for i in used],
+                                     retain_graph=True, allow_unused=True, is_grads_batched=True)
+            k = V.shape[1]
+            return self._flat_columns([h if h is not None else t.new_zeros((k, *t.shape)) for h, t in zip(hv, leaves)])
+
+        def block(V):  # many columns (dense results): forward-over-reverse where it works, else batched
+            if V.shape[1] == 1:
+                return one(V[:, 0])[:, None]
             if self.forward_over_reverse_ok and not random:
-                # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions;
-                # where an op lacks forward-mode support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises
-                # and this operator stays with reverse-over-reverse. Not for random forwards: each chunk
-                # reruns the forward, and the draws must stay those of the one reverse-mode graph.
+                # Forward-over-reverse is often faster through convolutions; where an op lacks forward-mode
+                # support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises and this operator stays with
+                # reverse-over-reverse. Not for random forwards: each chunk reruns the forward, and the draws
+                # must stay those of the one reverse-mode graph.
                 try:
                     return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
                 except (RuntimeError, NotImplementedError):
                     self.forward_over_reverse_ok = False
                     self.vmap_ok = True
-            vjp_fn = reverse()
-            return self._batched(lambda t: vjp_fn(t)[0], V)
+            if self.vmap_ok:
+                try:
+                    return batched(V)
+                except (RuntimeError, NotImplementedError) as e:
+                    warnings.warn(f"{type(self).__name__}: batched double backward failed "
+                                  f"({str(e).splitlines()[0]}); one product at a time", RuntimeWarning, stacklevel=3)
+                    self.vmap_ok = False
+            return torch.stack([one(V[:, j]) for j in range(V.shape[1])], dim=1)
 
-        return apply
+        return Products(block=block, one=one, batched=batched, ready=ready)
 
     # -- dense results: structured when possible -----------------------------------------------------
     def _structured(self, fn, what: str):
