@@ -147,6 +147,12 @@ class LinearOperator:
         products when you change nothing in between (``with op.reuse(): scipy.sparse.linalg.eigsh(...)``)."""
         yield self
 
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        """Vectors to hand to one ``matmat`` (``k`` or 1) for a routine that needs ``cost`` times more products
+        with blocks of ``k`` than with single vectors: ``k`` when a block's product is more than ``cost``
+        times cheaper per column. Here blocks are one matrix product, so ``k``; curvature operators measure."""
+        return k
+
     # -- dense results -----------------------------------------------------------------------------
     def dense_columns(self, reserved: int) -> int:
         """Columns per product when forming dense results: what the budget leaves after ``reserved`` bytes
@@ -270,6 +276,9 @@ class ScaledOperator(LinearOperator):
     def reuse(self):
         return self.op.reuse()
 
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return self.op.preferred_block(k, cost)
+
     def plan(self) -> dict:
         return {**super().plan(), "alpha": self.alpha, "of": self.op.plan()}
 
@@ -309,6 +318,9 @@ class SumOperator(LinearOperator):
             for t in self.terms:
                 stack.enter_context(t.reuse())
             yield self
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return min(t.preferred_block(k, cost) for t in self.terms)
 
     def plan(self) -> dict:
         return {**super().plan(), "terms": [t.plan() for t in self.terms]}
@@ -474,6 +486,9 @@ class BlockDiagonalOperator(LinearOperator):
             out[idx[:, None], idx[None, :]] = op.to_dense()
         return out
 
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return min(op.preferred_block(k, cost) for _, op in self.blocks)
+
     def plan(self) -> dict:
         return {**super().plan(), "blocks": [op.plan() for _, op in self.blocks]}
 
@@ -540,6 +555,9 @@ class CountingView(LinearOperator):
 
     def reuse(self):
         return self.op.reuse()
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return self.op.preferred_block(k, cost)
 
     def plan(self) -> dict:
         return self.op.plan()

@@ -111,10 +111,11 @@ def eigsh(
             usually ``~ residual^2 / gap``. Default ``sqrt(eps)`` of the dtype (1.5e-8 in float64).
         max_matvecs: budget of products; the result says which pairs converged (and warns) when hit.
             Default ``max(1000, 50 * ncv)``.
-        block_size: vectors per block (one batched product). Default ``min(k, 4)``: resolves repeated
-            eigenvalues up to multiplicity 4; ``1`` needs the fewest products
-            (a single vector can miss copies of a repeated eigenvalue). Use at least the multiplicity
-            of the repeated eigenvalues you need to resolve.
+        block_size: vectors per block (one batched product). Default ``min(k, 4)`` when the operator's
+            block products are more than twice as cheap per vector as single ones (dense matrices, small
+            models whose batched products were measured so: ``op.preferred_block``), else 1, which needs
+            about half the products. Blocks resolve repeated eigenvalues up to their size (a single vector
+            can miss copies of a repeated eigenvalue): use at least the multiplicity you need to resolve.
         ncv: largest basis size before a restart. Default ``max(20, 2 * k + 2 * b, 12 * b)``.
             When ``ncv`` reaches ``P`` the dense matrix is formed instead (``P`` products, exact).
         v0: optional start block ``(P,)`` or ``(P, b)``; default random from ``seed``.
@@ -131,7 +132,8 @@ def eigsh(
             raise InvalidInputError(f"which must be one of {WHICH}, got {which!r}")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= P:
             raise InvalidInputError(f"k must be an int with 1 <= k <= P = {P}, got {k!r}")
-        b = min(k, 4) if block_size is None else block_size
+        # a block Lanczos run needs about twice the products of a single-vector one: blocks must pay that
+        b = A.preferred_block(min(k, 4), cost=2.0) if block_size is None else block_size
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise InvalidInputError(f"block_size must be a positive int, got {block_size!r}")
         eps = torch.finfo(A.dtype).eps

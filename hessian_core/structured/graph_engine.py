@@ -123,7 +123,8 @@ class BatchGraph:
         self.out_shape = shape
         try:
             self.g_out, self.D = output_derivatives(lambda o: ctx.loss_of_outputs(o.reshape(shape)),
-                                                    out.detach().reshape(shape[0], -1))
+                                                    out.detach().reshape(shape[0], -1),
+                                                    known=(objective.loss_fn, ctx.targets) if out.dim() == 2 else None)
         except NotApplicable:
             self.g_out, self.D = None, None
         self.loss_of_outputs = ctx.loss_of_outputs
