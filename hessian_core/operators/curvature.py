@@ -34,7 +34,7 @@ from .base import LinearOperator, unit_columns
 
 #: vmapped block products may always use this much working memory (beyond that, at most about twice one
 #: product's): small models gain most from batching, and their products are small
-BLOCK_WORK_BYTES = 16 * 2**20
+BLOCK_WORK_BYTES = 4 * 2**20
 
 
 @dataclass
