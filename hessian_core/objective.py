@@ -150,6 +150,9 @@ class Objective:
         self.train_mode = check_bool(train_mode, "train_mode")
         self.seed = check_int(seed, "seed", None)
         self.budget = resolve_budget(memory_budget, self.params.device)
+        #: where the budget came from (plan() says it: the default depends on what else runs on the machine)
+        self.budget_source = ("half the memory free when the operator was built" if memory_budget is None
+                              else "memory_budget")
         self.progress = check_optional_bool(progress, "progress")
         parent = _derived_from
         if parent is None:
@@ -160,6 +163,7 @@ class Objective:
             self.fingerprints = None if self.batches.fixed else PassFingerprints(order_free=not self.train_mode)
             self._converted = ConvertedBatches()
         else:  # the same model and data (with_params): share what was learned about them
+            self.budget_source = parent.budget_source
             self.reducer, self.batch_offset = parent.reducer, parent.batch_offset
             self.probe, self.fingerprints = parent.probe, parent.fingerprints
             self._converted = parent._converted

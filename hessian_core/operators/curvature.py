@@ -129,6 +129,7 @@ class CurvatureOperator(LinearOperator):
             "curvature": self.kind,
             "batches": o.batches.length,
             "reduction": o.reduction,
+            "budget": f"{format_bytes(self.budget)} ({o.budget_source})",
             "chunk_size": self.chunk_size(),
             "vmap": self.vmap_ok,
             "block products": self._block_plan(),

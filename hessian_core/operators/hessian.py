@@ -55,13 +55,16 @@ class HessianOperator(CurvatureOperator):
 
         o = self.objective
         random = o.train_mode or o.validate().random
-        blocks = ("forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
-                  if self.forward_over_reverse_ok and not random else "reverse-over-reverse (vmapped double backward)")
+        columns = ("forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
+                   if self.forward_over_reverse_ok and not random else "reverse-over-reverse (batched double backward)")
         dense, why_dense = dense_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
         diag, why_diag = diagonal_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
         return {
             **super().plan(),
-            "products": {"one vector": "reverse-over-reverse (double backward)", "blocks": blocks},
+            "products": {"one vector": "a double backward through the batch's graph (plain autograd)",
+                         "blocks (matmat)": self._block_plan(),
+                         "block size for eigsh and the estimators": self.block_size(),
+                         "dense columns": f"{columns}, {self.chunk_size()} at a time"},
             "dense": ("structured: " if dense else "generic chunked products: ") + why_dense,
             "diagonal": ("structured: " if diag else "generic unit-vector products: ") + why_diag,
             "last dense or diagonal": self.last_path or "none yet",
