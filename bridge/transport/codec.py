@@ -29,7 +29,7 @@ import numpy as np
 
 REQUEST_FORMAT = "hessiancore.request/1"
 FUNCTIONS = ("hessian", "hvp", "diagonal", "blocks", "eigs", "trace", "newton_update", "index_map",
-             "loss_value", "predict")
+             "loss_value", "predict", "plan")
 
 
 class RequestError(ValueError):
