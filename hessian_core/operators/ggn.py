@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.func import grad, jvp, vjp
 
-from .curvature import CurvatureOperator
+from .curvature import CurvatureOperator, Products
 
 
 class GGNOperator(CurvatureOperator):
@@ -28,4 +28,10 @@ class GGNOperator(CurvatureOperator):
             _, jv = jvp(ctx.outputs, (primals,), (tangents,))
             return model_vjp(loss_hvp(jv)[0])[0]
 
-        return lambda V: self._batched(ggnvp, V)
+        def one(v):  # one vector without vmap's overhead
+            return self.params.flatten(ggnvp(tuple(self.params.unflatten(v))))
+
+        def block(V):
+            return self._batched(ggnvp, V)
+
+        return Products(block=block, one=one, batched=block)
