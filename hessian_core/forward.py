@@ -58,12 +58,16 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
 def model_mode(model: nn.Module, train: bool):
     """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
+    switch = any(flag != train for _, flag in flags)  # already in that mode: nothing to set or restore
     try:
-        model.train(train)
+        if switch:
+            model.train(train)
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        if switch:
+            for m, flag in flags:
+                if m.training != flag:
+                    m.training = flag
 
 
 @contextlib.contextmanager
