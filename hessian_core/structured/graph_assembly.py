@@ -22,10 +22,10 @@ from .graph_engine import BatchGraph, Group, SliceResult
 def _block(A: Group, B: Group, res: SliceResult, work_bytes: int) -> torch.Tensor:
     """``H[A, B]`` over the expanded axes ``A.expanded + B.expanded`` for this slice (before weighting); the
     GEMMs produce whatever layout suits them and a permuted view is returned."""
-    X = res.X[:, A.cols, B.cols]
-    n = X.shape[0]
+    X = res.X.block(A, B)
     if A.kind == "direct" and B.kind == "direct":
-        return X.sum(0)
+        return X  # summed over samples already
+    n = X.shape[0]
     if A.kind == "direct":  # B kron: R[k, j, c] = sum_n X[n, k, j] c_B[n, c]
         cB = res.coef[B.lo]
         return (cB.T @ X.reshape(n, -1)).view(cB.shape[1], A.size, B.size).permute(1, 2, 0)
@@ -120,7 +120,7 @@ def mirror_blocks(H: torch.Tensor, groups) -> None:
 def add_slice_diagonal(out: torch.Tensor, bg: BatchGraph, res: SliceResult, weight: float) -> None:
     """``out += weight * diag(this slice's Hessian)`` (``res.X`` holds the Gram's diagonal ``(m, K)``)."""
     for A in bg.groups:
-        x = res.X[:, A.cols]
+        x = res.X.diagonal_of(A)
         if A.kind == "direct":
             d = x.sum(0)
         else:

@@ -25,6 +25,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from .chain import NotApplicable
 from .chain_batch import output_derivatives
+from .graph_gram import Gram
 from .ops import DECOMPOSITIONS, arg, classify
 from .trace import Ref, Trace, trace_forward
 
@@ -85,11 +86,12 @@ class Tangent:
 
 @dataclass
 class SliceResult:
-    """What one slice of samples contributes: Gram ``X`` (``(m, K, K)``, or its diagonal ``(m, K)``; ``m`` =
-    samples, or 1 when the batch is one unit), kron coefficients ``coef[group]`` (``(n, d~)``) and the kron
-    layers' cross terms ``cross[group] = (g (n, h), Tangent of the layer input)``."""
+    """What one slice of samples contributes: the Gram matrix ``X`` of the tangent columns (:class:`Gram`: per
+    sample where a kron column is involved, summed over samples otherwise), kron coefficients
+    ``coef[group]`` (``(n, d~)``) and the kron layers' cross terms ``cross[group] = (g (n, h), Tangent of the
+    layer input)``."""
 
-    X: torch.Tensor
+    X: Gram
     coef: dict
     cross: dict
 
@@ -378,7 +380,8 @@ class BatchGraph:
         values = self.trace.values
         widest = max((v.tensor[0].numel() for v in values if v.data and v.dep), default=1)
         item = values[self.trace.output].tensor.element_size()
-        gram = self.K if self.diagonal else self.K * self.K
+        kron = sum(g.size for g in self.groups if g.kind == "kron")
+        gram = self.K if self.diagonal else kron * self.K
         return item * (gram + 4 * self.K * widest)
 
     def samples(self, max_samples: int):
@@ -397,7 +400,7 @@ class BatchGraph:
         n = sl.stop - sl.start
         m = n if self.per_sample else 1
         like = values[self.trace.output].tensor
-        X = torch.zeros((m, self.K) if self.diagonal else (m, self.K, self.K), dtype=like.dtype, device=like.device)
+        X = Gram(self.groups, self.K, m, diagonal=self.diagonal, like=like)
         tan: dict[int, Tangent] = {}
         lookup = self._lookup(sl)
         coef, cross = {}, {}
@@ -473,21 +476,12 @@ class BatchGraph:
         elif rule == "bilinear":
             self._bilinear(X, node, lookup, tan, sl, n)
 
-    def _gram(self, X, lo, A: torch.Tensor, B: torch.Tensor) -> None:
-        """``X[:, lo:hi, lo:hi] += sum over units of A[a] B[b]`` per sample (``A``, ``B``: ``(K, n, ...)``)."""
-        K = A.shape[0]
-        if self.per_sample:
-            a, b = A.reshape(K, A.shape[1], -1), B.reshape(K, B.shape[1], -1)
-            if self.diagonal:
-                X[:, lo:lo + K] += torch.einsum("anu,anu->na", a, b)
-            else:
-                X[:, lo:lo + K, lo:lo + K] += torch.bmm(a.transpose(0, 1), b.permute(1, 2, 0))
-        else:
-            a, b = A.reshape(K, -1), B.reshape(K, -1)
-            if self.diagonal:
-                X[0, lo:lo + K] += (a * b).sum(1)
-            else:
-                X[0, lo:lo + K, lo:lo + K] += a @ b.T
+    def _gram(self, X: Gram, lo, A: torch.Tensor, B: torch.Tensor) -> None:
+        """Gram entries ``(lo + a, lo + b) += sum over units of A[a] B[b]`` per sample (``A``, ``B``:
+        ``(K, n, ...)``); for the whole batch as one unit the samples are units too."""
+        if not self.per_sample:
+            A, B = A.reshape(A.shape[0], 1, -1), B.reshape(B.shape[0], 1, -1)
+        X.add(lo, A, lo, B)
 
     def _elementwise(self, X, node, lookup, i, t: Tangent, sl, n) -> None:
         x = lookup(i)
@@ -523,30 +517,27 @@ class BatchGraph:
             _, fn = vjp(grad(c_of(gn, single), argnums=tuple(range(len(ps)))), *ps)
             return vmap(lambda *u: fn(tuple(u)))(*ts)
 
+        K = hi - lo
         if self.per_sample:
             in_dims = (0, tuple(0 if d else None for d in data), tuple(1 if d else None for d in data))
             HT = vmap(lambda gn, ps, ts: hvps(gn, ps, ts, True), in_dims=in_dims)(g, tuple(primals), tuple(padded))
             # HT[v]: (n, K, ...) per variable; pair it with the variable's own (unpadded) tangent rows
-            K = hi - lo
             for i, H, d in zip(ins, HT, data):
                 t = tan[i]
                 Tn = t.T.transpose(0, 1) if d else t.T.unsqueeze(0).expand(n, *t.T.shape)
-                a, b = Tn.reshape(n, Tn.shape[1], -1), H.reshape(n, K, -1)
-                r0, r1 = t.lo - lo, t.hi - lo
-                if self.diagonal:
-                    X[:, t.lo:t.hi] += torch.einsum("nau,nau->na", a, b[:, r0:r1])
-                else:
-                    X[:, t.lo:t.hi, lo:hi] += torch.bmm(a, b.transpose(1, 2))
+                self._pair(X, t.lo, Tn.reshape(n, Tn.shape[1], -1), lo, H.reshape(n, K, -1))
         else:
             HT = hvps(g, tuple(primals), tuple(padded), False)
-            K = hi - lo
             for i, H in zip(ins, HT):
                 t = tan[i]
-                a, b = t.T.reshape(t.T.shape[0], -1), H.reshape(K, -1)
-                if self.diagonal:
-                    X[0, t.lo:t.hi] += (a * b[t.lo - lo:t.hi - lo]).sum(1)
-                else:
-                    X[0, t.lo:t.hi, lo:hi] += a @ b.T
+                self._pair(X, t.lo, t.T.reshape(1, t.T.shape[0], -1), lo, H.reshape(1, K, -1))
+
+    def _pair(self, X: Gram, rlo: int, a: torch.Tensor, clo: int, b: torch.Tensor) -> None:
+        """A variable's rows ``a`` ``(m, Ka, U)`` against the product columns ``b`` ``(m, K, U)``."""
+        if self.diagonal:
+            X.add_per_sample(rlo, a, rlo, b[:, rlo - clo:rlo - clo + a.shape[1]])
+        else:
+            X.add_per_sample(rlo, a, clo, b)
 
     def _bilinear(self, X, node, lookup, tan, sl, n) -> None:
         """``F.linear`` / conv / BatchNorm (eval) with a direct weight: curvature only between the input's
@@ -579,8 +570,7 @@ class BatchGraph:
         C.index_add_(2, cols - glo, G.reshape(n, tx.T.shape[0], -1))
         if not self.per_sample:  # the whole batch is one unit
             C = C.sum(0, keepdim=True)
-        X[:, tx.lo:tx.hi, glo:glo + Kw] += C
-        X[:, glo:glo + Kw, tx.lo:tx.hi] += C.transpose(1, 2)
+        X.add_pairs(tx.lo, glo, C)
 
     def _loss_curvature(self, X, out: Tangent, sl, n) -> None:
         T = out.T.reshape(out.T.shape[0], n, -1)
