@@ -27,6 +27,7 @@ from .chain import NotApplicable
 from .chain_batch import output_derivatives
 from .graph_gram import Gram
 from .ops import DECOMPOSITIONS, arg, classify
+from .push_rules import push, weight_gradients
 from .trace import Ref, Trace, trace_forward
 
 #: calls whose integer arguments include the batch size (rewritten when the batch is sliced)
@@ -136,6 +137,7 @@ class BatchGraph:
         self.K = sum(g.size for g in self.groups)
         self.colmap = self._colmap()
         self.last_use = self._last_use()
+        self._widest: int | None = None
 
     # -- cost model --------------------------------------------------------------------------------
     def widths(self) -> dict[int, int]:
@@ -376,13 +378,17 @@ class BatchGraph:
         return env
 
     def bytes_per_sample(self) -> int:
-        """Working memory of one sample in :meth:`propagate` (estimate: the Gram and the widest tangent)."""
+        """Working memory of one sample in :meth:`propagate` (estimate: its part of the Gram and a few copies
+        of the widest tangent)."""
         values = self.trace.values
-        widest = max((v.tensor[0].numel() for v in values if v.data and v.dep), default=1)
+        if self._widest is None:
+            width = self.widths()
+            self._widest = max((width.get(i, 0) * v.tensor[0].numel() for i, v in enumerate(values)
+                                if v.data and v.dep), default=1)
         item = values[self.trace.output].tensor.element_size()
         kron = sum(g.size for g in self.groups if g.kind == "kron")
         gram = self.K if self.diagonal else kron * self.K
-        return item * (gram + 4 * self.K * widest)
+        return item * (gram + 4 * self._widest)
 
     def samples(self, max_samples: int):
         """Slices covering the batch: at most ``max_samples`` samples each (the whole batch when coupled)."""
@@ -415,9 +421,9 @@ class BatchGraph:
             ins = [i for i in sorted(set(node.inputs)) if i in tan and not (group is not None and i in self.flat)]
             if rule == "view":
                 if ins:
-                    tan[node.out] = self._push(node, lookup, ins, tan, n)
+                    tan[node.out] = self._push(node, rule, lookup, ins, tan, n)
             else:
-                out_t = self._push(node, lookup, ins, tan, n) if ins else None
+                out_t = self._push(node, rule, lookup, ins, tan, n) if ins else None
                 if group is not None:
                     out_t = _with_directions(out_t, group, n, values[node.out].tensor)
                     coef[group.lo] = self._coefficients(group, sl)
@@ -436,7 +442,7 @@ class BatchGraph:
             self._loss_curvature(X, out, sl, n)
         return SliceResult(X, coef, cross)
 
-    def _push(self, node, lookup, ins, tan, n) -> Tangent:
+    def _push(self, node, rule, lookup, ins, tan, n) -> Tangent:
         """Tangent of ``node``'s output: the sum over its inputs of vmapped jvps (jvp is linear in them)."""
         lo = min(tan[i].lo for i in ins)
         hi = max(tan[i].hi for i in ins)
@@ -448,7 +454,9 @@ class BatchGraph:
             def f(z, i=i):
                 return self._call(node, lambda j: z if j == i else lookup(j), n)
 
-            part = vmap(lambda u, f=f, primal=primal: jvp(f, (primal,), (u,))[1])(t.T)
+            part = push(node, rule, i, lookup, t.T, f)
+            if part is None:
+                part = vmap(lambda u, f=f, primal=primal: jvp(f, (primal,), (u,))[1])(t.T)
             if t.lo == lo and t.hi == hi and total is None:
                 total = part
                 continue
@@ -562,7 +570,9 @@ class BatchGraph:
         def per_sample(tn, gn):  # tn (K, *x), gn (*out): d/dW <gn, linear_part(t, W)> for each column t
             return vmap(lambda t: grad(lambda Wz: (gn * linear_part(t[None], Wz)[0]).sum())(W0))(tn)
 
-        G = vmap(per_sample, in_dims=(1, 0))(tx.T, g)  # (n, Kx, *W)
+        G = weight_gradients(node, tx.T, g, lookup)  # closed forms: (n, Kx, *W)
+        if G is None:
+            G = vmap(per_sample, in_dims=(1, 0))(tx.T, g)
         cols = self.colmap[self.flat[w.index].reshape(-1)]
         glo = int(cols.min())
         Kw = int(cols.max()) + 1 - glo
