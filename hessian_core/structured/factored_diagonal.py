@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from .chain import NotApplicable, _elementwise, _flatten_ok, _has_hooks, sequential_modules
-from .chain_batch import elementwise_derivatives, output_derivatives
+from .chain_batch import elementwise_derivatives, known_loss_derivatives, output_derivatives
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) + BATCHNORMS
@@ -137,12 +137,18 @@ def _unfold(m, x):
     return F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
 
 
-def _max_pool_pullback(m, x, S):
+def _pool_indices(m, x):
+    """``(output, argmax indices)`` of a plain max pooling (no ceil mode or dilation), else ``None``."""
+    if type(m) not in (nn.MaxPool1d, nn.MaxPool2d) or m.ceil_mode or m.dilation not in (1, (1,), (1, 1)):
+        return None
+    pool = F.max_pool2d if type(m) is nn.MaxPool2d else F.max_pool1d
+    return pool(x, m.kernel_size, m.stride, m.padding, return_indices=True)
+
+
+def _max_pool_pullback(m, x, S, idx):
     """Each column's entries back to the argmax positions of its pooling windows."""
     n, c = S.shape[:2]
-    two_d = type(m) is nn.MaxPool2d
-    pool, unpool = (F.max_pool2d, F.max_unpool2d) if two_d else (F.max_pool1d, F.max_unpool1d)
-    _, idx = pool(x, m.kernel_size, m.stride, m.padding, return_indices=True)
+    unpool = F.max_unpool2d if type(m) is nn.MaxPool2d else F.max_unpool1d
     flat = S.reshape(n * c, *S.shape[2:])
     index = idx.unsqueeze(1).expand(n, c, *idx.shape[1:]).reshape(flat.shape)
     return unpool(flat, index, m.kernel_size, m.stride, m.padding, output_size=x.shape[2:]).reshape(
@@ -158,7 +164,7 @@ def _derivatives(m, x):
     return elementwise_derivatives([m], x)
 
 
-def _pullback(m, x, S, d1=None):
+def _pullback(m, x, S, d1=None, idx=None):
     """Columns ``S`` ``(n, c, *out)`` at ``m``'s output mapped back to its input: ``(n, c, *in)``."""
     n, c = S.shape[:2]
     t = type(m)
@@ -171,8 +177,8 @@ def _pullback(m, x, S, d1=None):
         return S * d1[:, None]
     if _flatten_ok(m):
         return S.reshape(n, c, *x.shape[1:])
-    if t in (nn.MaxPool1d, nn.MaxPool2d) and not m.ceil_mode and m.dilation in (1, (1,), (1, 1)):
-        return _max_pool_pullback(m, x, S)
+    if idx is not None:
+        return _max_pool_pullback(m, x, S, idx)
     if _plain_conv(m):
         flat = S.reshape(n * c, *S.shape[2:])
         shape = (n * c,) + tuple(x.shape[1:])
@@ -189,11 +195,13 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
     x = ctx.inputs
     if not isinstance(x, torch.Tensor):
         raise NotApplicable("inputs are not one tensor")
-    inputs = []
+    inputs, indices = [], []
     with torch.no_grad():
         for m, _ in modules:
             inputs.append(x)
-            x = m(x)
+            pooled = _pool_indices(m, x)  # max pooling: keep where each maximum came from
+            indices.append(None if pooled is None else pooled[1])
+            x = m(x) if pooled is None else pooled[0]
         # The modules act on each sample alone (eval mode), so the model's own output for the first sample
         # checks the chain (guards against anything the parse missed) at a fraction of a second forward.
         first = inputs[0][:1]
@@ -206,24 +214,48 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
                               known=(objective.loss_fn, ctx.targets) if x.dim() == 2 else None)
     lowest = min(k for k, (_, where) in enumerate(modules) if where)
     # factor columns per sample: the loss's, plus one per unit of every curving elementwise module above `lowest`
-    columns = D.shape[1] + sum(inputs[k][0].numel() for k in range(lowest + 1, len(modules))
-                               if _is_elementwise(modules[k][0]) and type(modules[k][0]) not in PIECEWISE_LINEAR)
+    columns = D.shape[1] + sum(inputs[k][0].numel() for k in range(lowest + 1, len(modules)) if _curves(modules[k][0]))
+    factor = _known_factor(objective.loss_fn, x, ctx.targets, D)
     widest = max(t[0].numel() for t in inputs + [x])
     per_sample = 3 * out.element_size() * columns * widest
     step = max(1, work_bytes // per_sample)
     for a in range(0, shape[0], step):
         sl = slice(a, a + step)
         _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
-                  lowest, weight)
+                  lowest, weight, None if factor is None else (factor[0][sl], factor[1][sl]),
+                  [None if i is None else i[sl] for i in indices])
 
 
 def _is_elementwise(m) -> bool:
     return type(m) not in PARAMETRIC and type(m) not in LINEAR_MAPS and not _flatten_ok(m)
 
 
-def _backprop(out, spec, modules, inputs, g, D, lowest, weight) -> None:
-    S, sign = _loss_factor(D)
+def _curves(m) -> bool:
+    """An elementwise module with a nonzero second derivative (it adds residual columns)."""
+    return _is_elementwise(m) and type(m) not in PIECEWISE_LINEAR
+
+
+def _known_factor(loss_fn, out, targets, D):
+    """Square-root factors of the output Hessian without an eigendecomposition, where a closed form exists:
+    cross-entropy ``D = S S^T`` with ``S = (diag(sqrt p) - p sqrt(p)^T) / sqrt(N)`` (``p`` the softmax, read off
+    ``D``'s diagonal plus ``p p^T``; all signs +), MSE ``sqrt(2 / (N C)) I``; else ``None``."""
+    if out.dim() != 2 or D.shape[1] != out.shape[1]:
+        return None
+    if type(loss_fn) is nn.CrossEntropyLoss and known_loss_derivatives(loss_fn, out, targets) is not None:
+        n = out.shape[0]
+        scale = 1.0 / n if loss_fn.reduction == "mean" else 1.0
+        p = torch.softmax(out, dim=1)
+        root = p.sqrt()
+        S = (torch.diag_embed(root) - p[:, :, None] * root[:, None, :]) * scale ** 0.5  # columns: S[n, :, j]
+        return S.transpose(1, 2), torch.ones_like(p)
+    return None
+
+
+def _backprop(out, spec, modules, inputs, g, D, lowest, weight, factor=None, indices=None) -> None:
+    S, sign = _loss_factor(D) if factor is None else factor
     factors = [(S.reshape(g.shape[0], -1, *g.shape[1:]), sign)]
+    # the gradient is carried down only as far as an activation still needs it for its residual columns
+    deepest = min((k for k in range(lowest + 1, len(modules)) if _curves(modules[k][0])), default=len(modules))
     for k in range(len(modules) - 1, lowest - 1, -1):
         m, where = modules[k]
         xin = inputs[k]
@@ -236,9 +268,11 @@ def _backprop(out, spec, modules, inputs, g, D, lowest, weight) -> None:
         d1 = d2 = None
         if _is_elementwise(m):
             d1, d2 = _derivatives(m, xin)
-        factors = [(_pullback(m, xin, Sf, d1), sf) for Sf, sf in factors]
+        idx = indices[k] if indices is not None else None
+        factors = [(_pullback(m, xin, Sf, d1, idx), sf) for Sf, sf in factors]
         g_out = g
-        g = _pullback(m, xin, g_out[:, None], d1)[:, 0]
+        if deepest <= k - 1:  # a curving activation below still needs the gradient at its output
+            g = _pullback(m, xin, g_out[:, None], d1, idx)[:, 0]
         if d2 is not None:
             r = (d2 * g_out).reshape(xin.shape[0], -1)
             if bool((r != 0).any()):
