@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import vmap
 
+from .. import distributed
 from ..arguments import check_optional_int
 from ..errors import InvalidInputError
 from ..memory import chunk_size as _chunk_size
@@ -176,8 +177,9 @@ class CurvatureOperator(LinearOperator):
             return 1
         if self.block_mode is None:
             self._measure_now(k)
-        speedup = self.block_speedup or 1.0
-        return k if self.block_mode == "vmap" and speedup > cost else 1
+        pays = self.block_mode == "vmap" and (self.block_speedup or 1.0) > cost
+        # measured on each rank: all of them must take the same block size (a collective when distributed)
+        return k if not distributed.any_rank(self.objective, not pays) else 1
 
     def _measure_now(self, k: int) -> None:
         gen = torch.Generator(device=self.device).manual_seed(0)
