@@ -257,7 +257,8 @@ class BatchGraph:
             if not v.data:
                 continue
             got, want = env[node.out], v.tensor[:1]
-            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-9, atol=1e-12 * float(
+            rtol = 1e-9 if want.dtype == torch.float64 else 1e-4  # one sample alone: other GEMM blocking
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=rtol, atol=rtol * 1e-3 * float(
                     want.abs().max().clamp_min(1))):
                 return False
         return True

@@ -21,7 +21,6 @@ Anything else is ``None`` and the structured path does not apply.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 VIEWS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
          "contiguous", "clone", "expand", "expand_as", "__getitem__", "narrow", "select", "movedim", "moveaxis",
@@ -159,8 +158,6 @@ def _embedding_plain(node) -> bool:
     return (arg(node, 2, "padding_idx") is None and arg(node, 3, "max_norm") is None
             and not arg(node, 5, "scale_grad_by_freq", False))
 
-
-__all__ = ["classify", "arg", "F"]
 
 
 # -- the normalizations written out in elementary ops ------------------------------------------------

@@ -93,14 +93,6 @@ class Trace:
         i = self._ids.get(id(tensor))
         return i if i is not None and self.values[i].tensor is tensor else None
 
-    def consumers(self) -> dict[int, list[int]]:
-        """Value index -> indices of the nodes that read it."""
-        out: dict[int, list[int]] = {}
-        for k, node in enumerate(self.nodes):
-            for i in node.inputs:
-                out.setdefault(i, []).append(k)
-        return out
-
 
 def _fill(x, lookup):
     if isinstance(x, Ref):

@@ -310,3 +310,13 @@ def test_train_mode_dropout_falls_back_and_model_is_untouched():
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_float32_model():
+    model, loss, (X, Y) = _problem("conv2d_bn_pool")
+    ref = func_hessian(model, loss, X, Y)
+    model32 = copy.deepcopy(model).float()
+    op = hc.HessianOperator(model32, loss, (X.float(), Y), strategy="structured")
+    H = op.to_dense()
+    assert H.dtype == torch.float32 and op.last_path.startswith("structured: graph (per sample")
+    torch.testing.assert_close(H.double(), ref, rtol=1e-4, atol=1e-5)
