@@ -54,11 +54,25 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
         restore_tensors(registered)
 
 
+#: module types (exact) whose forward does not read ``self.training``: a model made only of these computes the
+#: same in either mode, and its flags need not be switched (a cost paid on every product of a small model)
+MODE_FREE = {
+    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Flatten, nn.Unflatten, nn.Identity,
+    nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Hardtanh, nn.ReLU6,
+    nn.Hardswish, nn.Hardsigmoid, nn.Softmax, nn.LogSoftmax,
+}
+
+
 @contextlib.contextmanager
 def model_mode(model: nn.Module, train: bool):
     """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
-    switch = any(flag != train for _, flag in flags)  # already in that mode: nothing to set or restore
+    # already in that mode, or made only of modules that ignore it: nothing to set or restore
+    switch = any(flag != train for _, flag in flags) and not all(type(m) in MODE_FREE for m, _ in flags)
     try:
         if switch:
             model.train(train)

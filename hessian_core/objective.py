@@ -207,8 +207,11 @@ class Objective:
         if probed is None or probed.mutates_inputs:
             inputs = _copy(inputs)
         elif buffers is None and self._own(params):
+            call = (lambda: self.model(*inputs)) if isinstance(inputs, (tuple, list)) else (lambda: self.model(inputs))
+            if seed is None:
+                return call()
             with rng_scope(seed, self.params.device):
-                return self.model(*inputs) if isinstance(inputs, (tuple, list)) else self.model(inputs)
+                return call()
         with rng_scope(seed, self.params.device):
             return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers)
 

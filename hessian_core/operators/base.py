@@ -23,6 +23,7 @@ once for all of them:
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 
 import numpy as np
@@ -97,7 +98,7 @@ class LinearOperator:
         if t.dim() not in (1, 2) or t.shape[0] != self.size:
             raise InvalidInputError(f"{name} has shape {tuple(t.shape)}; expected ({self.size},) or ({self.size}, k)")
         t = t.to(device=self.device, dtype=self.dtype)
-        if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+        if t.numel() and not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
             raise InvalidInputError(f"{name} has NaN or Inf entries")
         return t
 
@@ -124,7 +125,7 @@ class LinearOperator:
             raise InvalidInputError(
                 f"{type(self).__name__} returned shape {tuple(out.shape)} for a block of shape {tuple(V.shape)}")
         self.num_matvecs += V.shape[1]
-        return out.to(dtype=self.dtype, device=self.device)
+        return out if out.dtype == self.dtype and out.device == self.device else out.to(self.device, self.dtype)
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``A V`` for a validated ``V`` of shape ``(P, k)``, ``k >= 1``: what subclasses implement."""

@@ -91,8 +91,8 @@ class HessianOperator(CurvatureOperator):
             leaves, grads, used = ready()
             if not used:
                 return torch.zeros_like(v)
-            parts = self.params.unflatten(v)
-            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i] for i in used],
+            parts = v.split(self.params.numels)
+            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i].view(leaves[i].shape) for i in used],
                                      retain_graph=True, allow_unused=True)
             return torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, leaves)])
 
