@@ -495,6 +495,7 @@ def plot_growth(rows, path):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         note("matplotlib not installed: growth plot skipped")
         return None
@@ -512,6 +513,9 @@ def plot_growth(rows, path):
             ax = axes[row][col]
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xticks(sorted({r[axis] for r in sub}))
             ax.set_xlabel(f"{axis} ({'parameters, MLP 20-w-w-5, N=64' if axis == 'P' else 'samples, P=1893'})")
             ax.set_ylabel(what)
             ax.grid(True, which="both", alpha=0.3)
