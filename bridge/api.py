@@ -1,11 +1,12 @@
 """Entry points for MATLAB: curvature of a dlnetwork's loss, in Learnables order, as numpy float64.
 
-Every function takes the network spec (see shared/network-spec.md, any carrier: :mod:`bridge.spec`), the
+Every function takes the network spec (docs/bridge.md, "The network spec"; any carrier: :mod:`bridge.spec`), the
 data ``X`` and targets ``T`` as numeric arrays in the dlarray's own dimension order (``x_format``,
 ``t_format``; ``t_format`` defaults to the network output's format), or as LISTS of minibatches (a MATLAB
 cell array): the result is then over all of them with exact global normalization. Options shared by all:
 
-* ``loss`` / ``loss_options``: a MATLAB loss name and its MATLAB options (:mod:`bridge.losses`);
+* ``loss`` / ``loss_options``: a MATLAB loss name and its MATLAB options (:mod:`bridge.losses`); without
+  ``loss``, 'crossentropy' when the network ends in a softmaxLayer, else 'mse' (:func:`~bridge.losses.default_loss`);
 * ``dtype``: ``"float64"`` (default, also "double") or ``"float32"`` ("single"); results are float64;
 * ``output``: ``"matrix"`` (flat, row ``r`` = Learnables row/linear index given by :func:`index_map`) or
   ``"learnables"`` (per Learnables row, each in its MATLAB shape: for ``table`` output);
@@ -22,14 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hessian_core.errors import InvalidInputError
+from hessian_core.errors import InvalidInputError, MemoryBudgetError, NonFiniteError
 from hessian_core.functional import hessian_blocks
+from hessian_core.memory import format_bytes, resolve_budget
 from hessian_core.objective import Objective
 from hessian_core.operators import HessianOperator
 
 from .layout import index_map as _index_map
 from .layout import matlab_to_torch
-from .losses import MatlabLoss
+from .losses import MatlabLoss, default_loss
 from .network import MatlabNetwork
 from .spec import to_array, to_cell
 
@@ -58,7 +60,7 @@ class Problem:
         return self.model.to_matlab_values(flat) if self.output == "learnables" else flat
 
 
-def prepare(spec, X, T, *, x_format: str = "CB", t_format: str | None = None, loss: str = "mse",
+def prepare(spec, X, T, *, x_format: str = "CB", t_format: str | None = None, loss: str | None = None,
             loss_options: dict | None = None, dtype: str = "float64", output: str = "matrix",
             memory_budget=None, progress: bool | None = None) -> Problem:
     """Translate the spec, convert the data, and bind the loss (shared by every entry point)."""
@@ -88,7 +90,12 @@ def prepare(spec, X, T, *, x_format: str = "CB", t_format: str | None = None, lo
         if x.shape[0] != tt.shape[0]:
             raise InvalidInputError(f"minibatch {i + 1}: X has {x.shape[0]} observations, T has {tt.shape[0]}")
         data.append((x, tt))
-    mloss = MatlabLoss(loss, loss_options, out_fmt)
+    out_layer = model.spec.layer(model.output_layer)
+    mloss = MatlabLoss(default_loss(out_layer.cls) if loss is None else loss, loss_options, out_fmt)
+    if mloss.name in ("crossentropy", "binary-crossentropy", "index-crossentropy"):
+        with torch.no_grad():
+            for x, _ in data:
+                mloss.check_outputs(model(x), f"layer '{out_layer.name}', {out_layer.short_class}")
     core = {"reduction": mloss.reduction, "count_fn": mloss.count, "memory_budget": memory_budget,
             "progress": progress}
     return Problem(model, mloss, data, core, output)
@@ -113,15 +120,29 @@ def _problem(spec, X, T, opts: dict) -> Problem:
     return prepare(spec, X, T, **opts)
 
 
+_LARGEST_INT = 2 ** 53  # doubles count exactly up to here; beyond, a "count" from MATLAB is no count
+
+
 def _as_int(value, what: str, least: int = 1) -> int:
     """Counts arrive from MATLAB as doubles (3.0): accept integral numbers."""
     try:
         f = float(np.asarray(value, dtype=np.float64).reshape(-1)[0]) if np.size(value) == 1 else float("nan")
     except (TypeError, ValueError):
         f = float("nan")
-    if not (f == f and f == int(f) and f >= least) or isinstance(value, bool):
-        raise InvalidInputError(f"{what} must be an integer >= {least}, got {value!r}")
+    if not (f == f and abs(f) <= _LARGEST_INT and f == int(f) and f >= least) or isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be an integer from {least} to 2^53, got {value!r}")
     return int(f)
+
+
+def _check_probes(pb: Problem, count: int, what: str) -> None:
+    """Refuse, before any work, a request whose ``count`` probe vectors of P values would not fit the budget."""
+    P = sum(n for _, _, n in pb.model.rows())
+    budget = resolve_budget(pb.core_options.get("memory_budget"), torch.device("cpu"))
+    need = 8 * P * count
+    if need > budget:
+        raise MemoryBudgetError(
+            f"{count} probe vectors of P = {P} values ({what}) need {format_bytes(need)}, more than the memory "
+            f"budget of {format_bytes(budget)}; lower {what}")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -191,20 +212,11 @@ def eigs(spec, X, T, k: int = 6, which: str = "LA", **opts) -> dict:
     ``output="learnables"``: ``vectors`` is a list per Learnables row of arrays ``MATLAB shape x k``."""
     k = _as_int(k, "k")
     pb = _problem(spec, X, T, opts)
-    op = pb.operator()
-    try:
-        from hessian_core.spectral import eigsh
-    except ImportError:  # spectral module not available: scipy's ARPACK on the same operator
-        eigsh = None
-    if eigsh is not None:
-        res = eigsh(op, k=k, which=which, progress=opts.get("progress"))
-        values, vectors, residuals = _np(res.values), _np(res.vectors), _np(res.residuals)
-    else:
-        from scipy.sparse.linalg import eigsh as scipy_eigsh
+    _check_probes(pb, k, "K")
+    from hessian_core.spectral import eigsh
 
-        values, vectors = scipy_eigsh(op.to_scipy(), k=k, which=which)
-        AV = _np(op.matmat(torch.as_tensor(vectors, dtype=op.dtype)))
-        residuals = np.linalg.norm(AV - vectors * values, axis=0)
+    res = eigsh(pb.operator(), k=k, which=which, progress=opts.get("progress"))
+    values, vectors, residuals = _np(res.values), _np(res.vectors), _np(res.residuals)
     return {"values": values, "vectors": pb.shaped(vectors), "residuals": residuals}
 
 
@@ -214,7 +226,9 @@ def trace(spec, X, T, num_matvecs: int = 100, method: str = "hutch++", seed: int
     from hessian_core.spectral import trace as core_trace
 
     seed = None if seed is None or np.size(seed) == 0 else _as_int(seed, "seed", least=0)
-    res = core_trace(pb.operator(), num_matvecs=_as_int(num_matvecs, "num_matvecs"), method=str(method), seed=seed)
+    m = _as_int(num_matvecs, "num_matvecs")
+    _check_probes(pb, m, "num_matvecs")
+    res = core_trace(pb.operator(), num_matvecs=m, method=str(method), seed=seed)
     return {"trace": float(res.estimate), "stderr": float(res.stderr), "num_matvecs": int(res.num_matvecs)}
 
 
@@ -228,15 +242,24 @@ def newton_update(spec, X, T, damping: float = 1e-3, lr: float = 1.0, method: st
     """
     from hessian_core.newton_step import newton_step
 
+    damping, lr = _as_float(damping, "damping"), _as_float(lr, "lr")
     if not (np.isfinite(damping) and damping >= 0) or not (np.isfinite(lr) and lr > 0):
         raise InvalidInputError(f"damping must be >= 0 and lr > 0, got damping={damping}, lr={lr}")
     pb = _problem(spec, X, T, opts)
     # apply=True writes into our own translated copy of the network, never into anything of the caller's
-    res = newton_step(pb.model, pb.loss, pb.data, lr=float(lr), damping=float(damping), method=str(method),
+    res = newton_step(pb.model, pb.loss, pb.data, lr=lr, damping=damping, method=str(method),
                       apply=True, **pb.core_options)
     new = torch.cat([p.detach().reshape(-1) for p in pb.model.learnables])
+    after = f"after the step (lr = {lr:g}, damping = {damping:g}) "
+    if not bool(torch.isfinite(new).all()):
+        raise NonFiniteError(f"the new learnables {after}contain Inf or NaN: the step overflowed. Use a smaller "
+                             "lr or a larger damping")
+    try:
+        loss_after = float(pb.objective().loss())
+    except NonFiniteError:
+        raise NonFiniteError(f"the loss {after}is not finite. Use a smaller lr or a larger damping") from None
     return {"values": pb.model.to_matlab_values(_np(new)), "loss_before": float(res.loss),
-            "loss_after": float(pb.objective().loss()), "predicted_change": float(res.predicted_change),
+            "loss_after": loss_after, "predicted_change": float(res.predicted_change),
             "method": str(res.info.get("method", method))}
 
 
@@ -250,6 +273,13 @@ def plan(spec, X, T, **opts) -> dict:
     return {"dense": info["dense"], "diagonal": info["diagonal"], "budget": info["budget"],
             "products": products["one vector"], "block_products": products["blocks (matmat)"],
             "parameters": int(info["size"])}
+
+
+def _as_float(value, what: str) -> float:
+    try:
+        return float(np.asarray(value, dtype=np.float64).reshape(-1)[0]) if np.size(value) == 1 else float("nan")
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(f"{what} must be a real number, got {value!r}") from None
 
 
 def index_map(spec) -> dict:

@@ -33,8 +33,16 @@ from hessian_core.errors import InvalidInputError
 
 from .layout import channel_dim_of
 
+#: The one list of loss names (the MATLAB help, functionSignatures.json and the tests are checked against it).
 LOSSES = ("mse", "l2loss", "l1loss", "huber", "crossentropy", "binary-crossentropy", "index-crossentropy")
 _REGRESSION = ("l2loss", "l1loss", "huber")
+_PROBABILITY = ("crossentropy", "binary-crossentropy", "index-crossentropy")
+
+
+def default_loss(output_class: str) -> str:
+    """The loss used when none is named, from the class of the network's output layer (the one rule, said
+    in every wrapper's help): 'crossentropy' after a softmaxLayer, else 'mse'."""
+    return "crossentropy" if output_class.rsplit(".", 1)[-1] == "SoftmaxLayer" else "mse"
 
 
 class MatlabLoss:
@@ -54,7 +62,10 @@ class MatlabLoss:
         norm = str(options.get("NormalizationFactor", "batch-size")).lower()
         allowed = ("batch-size", "all-elements", "none") if name in _REGRESSION else ("batch-size", "none")
         if norm not in allowed:
-            raise InvalidInputError(f"NormalizationFactor {norm!r} is not supported for {name} ({', '.join(allowed)})")
+            hint = ("; MATLAB's mse takes no NormalizationFactor: 'l2loss' with 'all-elements' is the sum of squares "
+                    "divided by the number of elements") if name == "mse" else ""
+            raise InvalidInputError(f"NormalizationFactor {norm!r} is not supported for {name} "
+                                    f"({', '.join(allowed)}){hint}")
         self.norm = norm
         self.reduction = "sum" if norm == "none" else "mean"
         self.delta = float(options.get("TransitionPoint", 1.0))
@@ -69,6 +80,22 @@ class MatlabLoss:
 
     def __repr__(self) -> str:
         return f"MatlabLoss({self.name!r}, NormalizationFactor={self.norm!r})"
+
+    def check_outputs(self, Y: torch.Tensor, output: str) -> None:
+        """Refuse outputs a probability loss cannot take (before any work): crossentropy, as MATLAB defines
+        it, takes probabilities; on other values it is not a loss but a NaN or a wrong number."""
+        if self.name not in _PROBABILITY or Y.numel() == 0:
+            return
+        lo, hi = float(Y.min()), float(Y.max())
+        upper = 1.0 + 1e-6
+        if lo >= 0 and hi <= upper:
+            return
+        layer = "sigmoidLayer" if self.multilabel else "softmaxLayer"
+        raise InvalidInputError(
+            f"{self.name} takes probabilities, but the network output ({output}) has values in "
+            f"[{lo:.4g}, {hi:.4g}]. End the network with a {layer}"
+            + ("" if self.multilabel else " (sigmoidLayer for 'binary-crossentropy' or ClassificationMode "
+               "'multilabel')") + ", or choose a loss for unbounded outputs such as 'mse'")
 
     # -- the core's normalization contract ---------------------------------------------------------
     def count(self, inputs, targets) -> float:

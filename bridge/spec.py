@@ -1,4 +1,4 @@
-"""Normalize a network spec ('hessiancore.network/1', see shared/network-spec.md) from any carrier.
+"""Normalize a network spec ('hessiancore.network/1', see docs/bridge.md) from any carrier.
 
 A spec reaches Python as a plain dict (Engine API, ``py.``), as ``scipy.io.loadmat(path,
 simplify_cells=True)`` output, as oct2py ``Struct``/``Cell`` objects, with numeric values as numpy arrays,
@@ -147,6 +147,14 @@ class LayerSpec:
         self.index = index
         self.name = to_str(props["Name"], f"{where}.Name")
         self.cls = to_str(props["Class"], f"layer '{self.name}': Class")
+        #: The properties its translator declares (set by the translator); reading another one is a bug.
+        self.readable: frozenset[str] | None = None
+
+    def _declared(self, key: str) -> str:
+        if self.readable is not None and key not in self.readable:
+            raise RuntimeError(f"the translator of {self.short_class} reads '{key}', which is not in its "
+                               "`properties` (bridge/layers): declare it, then regenerate hcLayerProperties.m")
+        return key
 
     @property
     def short_class(self) -> str:
@@ -156,9 +164,11 @@ class LayerSpec:
         return f"layer '{self.name}' ({self.short_class}), field {key}"
 
     def has(self, key: str) -> bool:
+        self._declared(key)
         return key in self.props and not is_missing(self.props[key])
 
     def array(self, key: str, default=None) -> np.ndarray:
+        self._declared(key)
         if not self.has(key):
             if default is None:
                 raise InvalidInputError(f"{self.where(key)} is missing")
@@ -187,6 +197,7 @@ class LayerSpec:
         return tuple(int(v) for v in a)
 
     def text(self, key: str, default: str | None = None) -> str:
+        self._declared(key)
         if not self.has(key):
             if default is None:
                 raise InvalidInputError(f"{self.where(key)} is missing")
@@ -194,7 +205,7 @@ class LayerSpec:
         return to_str(self.props[key], self.where(key))
 
     def is_text(self, key: str) -> bool:
-        v = self.props.get(key)
+        v = self.props.get(self._declared(key))
         return isinstance(v, (str, bytes, np.str_)) or (isinstance(v, np.ndarray) and v.dtype.kind == "U")
 
 

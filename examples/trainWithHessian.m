@@ -5,7 +5,12 @@
 % last few minibatches together (a cell array of minibatches: hessiancore weights each by its number of
 % observations, as one big batch). With a minibatchqueue, pass the dlarray objects that next(mbq) returns
 % in the same way.
-% MATLAB only: dlfeval, dlgradient and adamupdate are not in the Octave test doubles.
+%
+% The curvature is that of the training loop's own modelLoss ('ModelLoss', @modelLoss): computed in
+% MATLAB by automatic differentiation (dlgradient twice), without Python. modelLoss computes its gradients
+% only when they are asked for (nargout > 1): dlgradient discards the derivative trace it used, and the
+% Hessian needs that trace (for a loss by name instead: 'Loss', 'crossentropy', through Python).
+% Runs in MATLAB and, with the test doubles of tests/octave on the path, in GNU Octave.
 
 rng(0);
 numClasses = 4;
@@ -39,16 +44,16 @@ for epoch = 1:numEpochs
         [loss, gradients] = dlfeval(@modelLoss, net, X, T);
         [net, averageGrad, averageSqGrad] = adamupdate(net, gradients, averageGrad, averageSqGrad, iteration);
 
-        recentX = [recentX(max(1, end - 2):end), {X}];
-        recentT = [recentT(max(1, end - 2):end), {T}];
+        recentX = [recentX(max(1, end - 1):end), {X}];   % the last three minibatches
+        recentT = [recentT(max(1, end - 1):end), {T}];
         if mod(iteration, checkEvery) == 0
             % Curvature of this minibatch's loss (matrix-free: P may be large).
-            top = dlhessianEigs(net, X, T, 3, 'Loss', 'crossentropy');
-            tr = dlhessianTrace(net, X, T, 'Loss', 'crossentropy', 'NumMatvecs', 60);
+            top = dlhessianEigs(net, X, T, 3, 'ModelLoss', @modelLoss);
+            tr = dlhessianTrace(net, X, T, 'ModelLoss', @modelLoss, 'NumMatvecs', 60);
             % Curvature over the last minibatches together (globally normalized).
-            topRecent = dlhessianEigs(net, recentX, recentT, 1, 'Loss', 'crossentropy');
+            topRecent = dlhessianEigs(net, recentX, recentT, 1, 'ModelLoss', @modelLoss);
             % Curvature along the gradient direction: g' * H * g / (g' * g).
-            Hg = dlhvp(net, X, T, gradients, 'Loss', 'crossentropy');
+            Hg = dlhvp(net, X, T, gradients, 'ModelLoss', @modelLoss);
             g = cellfun(@(v) extractdata(v(:)), gradients.Value, 'UniformOutput', false);
             hg = cellfun(@(v) extractdata(v(:)), Hg.Value, 'UniformOutput', false);
             g = double(gather(vertcat(g{:})));
@@ -63,5 +68,7 @@ end
 function [loss, gradients] = modelLoss(net, X, T)
     Y = forward(net, X);
     loss = crossentropy(Y, T);
-    gradients = dlgradient(loss, net.Learnables);
+    if nargout > 1
+        gradients = dlgradient(loss, net.Learnables);
+    end
 end

@@ -16,6 +16,7 @@ import torch
 
 from .errors import InvalidInputError
 from .params import ParamSpec
+from .second_order_kernels import second_order_kernels
 
 _BACKWARD_SIGNATURE = inspect.signature(torch.autograd.backward)
 
@@ -47,7 +48,7 @@ def evaluate_closure(closure: Callable, spec: ParamSpec, *, create_graph: bool =
     With ``create_graph=True`` the per-tensor gradients keep their graph (for Hessian products).
     Raises :class:`InvalidInputError` when the closure does not return a scalar tensor of the parameters.
     """
-    with torch.enable_grad(), keep_graph():
+    with torch.enable_grad(), keep_graph(), second_order_kernels():
         loss = closure()
         loss = check_loss(loss)
         try:

@@ -2,19 +2,53 @@
 
 * :func:`functional_forward`: ``model(*inputs)`` with some parameters replaced by given tensors
   (``torch.func.functional_call``), every registered parameter and buffer put back afterwards, also when
-  the call raises (torch does not restore a module used twice, or one whose call a transform aborted).
+  the call raises (torch does not restore a module used twice, or one whose call a transform aborted),
+  inside :func:`analysis_scope`. :func:`direct_forward`: the same for the model's own parameters, without
+  substituting them (cheaper for small models).
+* :func:`analysis_scope`: what a forward needs to be differentiable twice by ``torch.func`` and to compute
+  the same function as the user's forward: the equivalent composites of :mod:`hessian_core.composites`,
+  activation checkpointing run as the plain call it is a memory-saving form of, backward hooks (which only
+  observe or rewrite gradients PyTorch computes, never the forward value) set aside, and
+  ``parametrize.cached()`` caches kept out (a cache filled outside would return the user's parametrized
+  weight instead of the one of the parameters being differentiated); attention runs on kernels with every
+  derivative (:mod:`hessian_core.second_order_kernels`). All is put back on exit.
 * :func:`model_mode`: the train/eval flag for the evaluation, every submodule's own flag restored.
 * :func:`rng_scope`: torch's global random stream fixed to a seed for one evaluation, then restored, so
   that a model drawing random numbers in forward (dropout, noise) sees the same draws in every pass.
+* :func:`tensor_versions`, :func:`model_versions`: a fingerprint (identity, storage, in-place version) of
+  tensors or of a model's parameters and buffers, to tell whether anything changed since it was taken.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 import torch
+import torch.utils.checkpoint as _checkpoint
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules import module as _module
+from torch.nn.utils import parametrize as _parametrize
+
+from .composites import composites as _composites
+from .errors import InvalidInputError
+from .second_order_kernels import second_order_kernels
+
+
+def tensor_versions(x) -> tuple:
+    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list):
+    equal fingerprints mean no tensor was replaced or changed in place in between."""
+    if isinstance(x, torch.Tensor):
+        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
+    if isinstance(x, (tuple, list)):
+        return tuple(v for t in x for v in tensor_versions(t))
+    return ()
+
+
+def model_versions(model: nn.Module) -> tuple:
+    """:func:`tensor_versions` of every parameter and then every buffer of ``model``."""
+    return tensor_versions(list(model.parameters())) + tensor_versions(list(model.buffers()))
 
 
 def registered_tensors(model: nn.Module) -> list[tuple[dict, str, torch.Tensor | None]]:
@@ -34,24 +68,164 @@ def restore_tensors(registered) -> None:
             slots[n] = t
 
 
-def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict | None = None):
+def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict | None = None,
+                       others: dict | None = None, composites: bool = True, used: dict | None = None):
     """``model(*inputs)`` (or ``model(inputs)`` for one tensor) with the parameters ``names`` replaced by
-    ``params`` and every other parameter detached, so nothing links the result to the model's own tensors.
+    ``params`` and every other parameter detached (or replaced by ``others``, by name), so nothing links the
+    result to the model's own tensors.
 
     ``buffers``: tensors to use instead of the model's buffers, by name (copies, when the forward writes
     into its buffers: train-mode BatchNorm's running statistics, observers, caches). Tied parameters are
-    listed once (canonical names) and stay tied.
+    listed once (canonical names) and stay tied. ``composites``: use the equivalent composites of
+    :mod:`hessian_core.composites` (``used`` receives what they replaced). Raises
+    :class:`~hessian_core.errors.InvalidInputError` when the forward wrote into one of the model's own
+    parameters or buffers in place (it should have been given a copy: see :mod:`hessian_core.validation`).
     """
     tensors = {n: p.detach() for n, p in model.named_parameters()}
+    if others:
+        tensors.update(others)
     tensors.update(zip(names, params))
     if buffers:
         tensors.update(buffers)
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    model, tensors = _unwrapped(model, tensors)
     registered = registered_tensors(model)
+    before = [t._version for _, _, t in registered if t is not None]
+    # Tensors a forward assigns as plain attributes (the legacy spectral_norm/weight_norm hooks set
+    # ``module.weight``) would otherwise keep this evaluation's tensors.
+    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
     try:
-        return functional_call(model, tensors, args)
+        with analysis_scope(model, composites, used), second_order_kernels(model):
+            return functional_call(model, tensors, args)
     finally:
         restore_tensors(registered)
+        for m, k, v in attributes:
+            if m.__dict__.get(k) is not v:
+                m.__dict__[k] = v
+        after = [t._version for _, _, t in registered if t is not None]
+        if after != before:
+            raise _written(model, registered, before)
+
+
+def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
+    """``model(*inputs)`` as it is, for the model's own parameters (nothing substituted, no composites), inside
+    :func:`analysis_scope` and :func:`~hessian_core.second_order_kernels.second_order_kernels` like
+    :func:`functional_forward`, with the tensors a forward assigns as plain attributes put back. What a product
+    on a small model saves: the cost of substituting every parameter."""
+    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+    try:
+        with analysis_scope(model, False, used), second_order_kernels(model):
+            return model(*args)
+    finally:
+        for m, k, v in attributes:
+            if m.__dict__.get(k) is not v:
+                m.__dict__[k] = v
+
+
+def _unwrapped(model, tensors):
+    """``nn.DataParallel`` / ``DistributedDataParallel`` compute their ``.module``'s function (the stateless
+    API refuses the wrappers): evaluate the inner module, with the tensors' names without ``module.``."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+        tensors = {n.removeprefix("module."): t for n, t in tensors.items()}
+    return model, tensors
+
+
+def _written(model, registered, before) -> InvalidInputError:
+    slots_names = {id(slots): name for name, m in model.named_modules() for slots in (m._parameters, m._buffers)}
+    changed = [f"{slots_names.get(id(slots), '?')}.{n}".lstrip(".")
+               for (slots, n, t), v in zip([r for r in registered if r[2] is not None], before) if t._version != v]
+    return InvalidInputError(
+        f"the model's forward wrote into {', '.join(changed)} in place although its first batch did not; "
+        "hessian_core evaluates such forwards on copies only when the first batch shows the write. Make the "
+        "write unconditional, or keep the state outside the module's parameters and buffers")
+
+
+@contextlib.contextmanager
+def analysis_scope(model: nn.Module, composites: bool = True, used: dict | None = None):
+    """See the module docstring; ``composites=False`` leaves PyTorch's own operations in place."""
+    with contextlib.ExitStack() as stack:
+        if composites:
+            stack.enter_context(_composites(model, used))
+        stack.enter_context(_plain_checkpoints(used))
+        stack.enter_context(_without_backward_hooks(model, used))
+        stack.enter_context(_uncached_parametrizations())
+        yield
+
+
+_CHECKPOINT_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def _plain_checkpoints(used):
+    """``torch.utils.checkpoint`` (both ``use_reentrant`` modes) calls the checkpointed function directly:
+    the same values, without the recomputation machinery that ``torch.func`` cannot see through (the
+    reentrant form has no ``.grad()`` support at all). Nested scopes patch once."""
+    def reentrant(cls, function, preserve_rng_state, *args):
+        if used is not None:
+            used["checkpoint"] = "activation checkpointing runs as the plain call (the same function)"
+        return function(*args)
+
+    def non_reentrant(function, *args, **kwargs):
+        if used is not None:
+            used["checkpoint"] = "activation checkpointing runs as the plain call (the same function)"
+        yield
+
+    if _CHECKPOINT_DEPTH[0]:
+        yield
+        return
+    cls = _checkpoint.CheckpointFunction
+    saved = (cls.__dict__.get("apply"), _checkpoint._checkpoint_without_reentrant_generator)
+    _CHECKPOINT_DEPTH[0] += 1
+    try:
+        cls.apply = classmethod(reentrant)
+        _checkpoint._checkpoint_without_reentrant_generator = non_reentrant
+        yield
+    finally:
+        if saved[0] is None:
+            del cls.apply  # inherited from torch.autograd.Function again
+        else:
+            cls.apply = saved[0]
+        _checkpoint._checkpoint_without_reentrant_generator = saved[1]
+        _CHECKPOINT_DEPTH[0] -= 1
+
+
+@contextlib.contextmanager
+def _without_backward_hooks(model: nn.Module, used):
+    """Backward hooks (module and global) set aside: they wrap the forward in autograd Functions that
+    ``torch.func`` rejects, and they observe or rewrite gradients, never the forward value."""
+    saved = [(m, m._backward_hooks, m._backward_pre_hooks) for m in model.modules()
+             if m._backward_hooks or m._backward_pre_hooks]
+    glob = (_module._global_backward_hooks, _module._global_backward_pre_hooks)
+    if not saved and not glob[0] and not glob[1]:
+        yield
+        return
+    if used is not None:
+        used["backward hooks"] = ("not called: the curvature is that of the loss (hooks observe or rewrite "
+                                  "gradients, not the forward)")
+    try:
+        for m, _, _ in saved:
+            m._backward_hooks, m._backward_pre_hooks = OrderedDict(), OrderedDict()
+        _module._global_backward_hooks, _module._global_backward_pre_hooks = OrderedDict(), OrderedDict()
+        yield
+    finally:
+        for m, hooks, pre in saved:
+            m._backward_hooks, m._backward_pre_hooks = hooks, pre
+        _module._global_backward_hooks, _module._global_backward_pre_hooks = glob
+
+
+@contextlib.contextmanager
+def _uncached_parametrizations():
+    """Parametrizations recomputed from the parameters being differentiated, with a cache of our own for
+    ``parametrize.cached()`` inside the forward; the caller's cache (and its enabled count) put back."""
+    saved = (_parametrize._cache_enabled, _parametrize._cache)
+    _parametrize._cache_enabled, _parametrize._cache = 0, {}
+    try:
+        yield
+    finally:
+        _parametrize._cache_enabled, _parametrize._cache = saved
 
 
 #: module types (exact) whose forward does not read ``self.training``: a model made only of these computes the
@@ -71,8 +245,11 @@ MODE_FREE = {
 def model_mode(model: nn.Module, train: bool):
     """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
-    # already in that mode, or made only of modules that ignore it: nothing to set or restore
-    switch = any(flag != train for _, flag in flags) and not all(type(m) in MODE_FREE for m, _ in flags)
+    # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read it, as
+    # the legacy spectral_norm hook does): nothing to set or restore
+    hooked = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+    switch = any(flag != train for _, flag in flags) and (hooked or not all(
+        type(m) in MODE_FREE and not m._forward_hooks and not m._forward_pre_hooks for m, _ in flags))
     try:
         if switch:
             model.train(train)
@@ -91,7 +268,12 @@ def rng_scope(seed: int | None, device: torch.device):
     if seed is None:
         yield
         return
-    devices = [device] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    cuda = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        # The generators fork_rng restores, seeded directly: torch.manual_seed seeds every backend and costs
+        # milliseconds (it records stack traces for lazy CUDA initialization), once per forward here.
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         yield

@@ -12,9 +12,15 @@ samples of the batch:
 * ``"sum"``: ``L = sum_b loss_b``.
 
 The reduction is read from ``loss_fn.reduction`` when the loss has one (``torch.nn`` losses), else it
-is ``"mean"`` unless ``reduction=`` says otherwise. A loss that averages over something other than the
-leading dimension of the targets (masked tokens, ``ignore_index``, class weights) declares what it
-averages over with ``count_fn(inputs, targets) -> number``, e.g. ``lambda x, y: (y != -100).sum()``.
+is ``"mean"`` unless ``reduction=`` says otherwise; ``KLDivLoss(reduction="batchmean")`` (the sum over a
+batch divided by its size) is a ``"mean"`` over samples. What a ``"mean"`` averages over is counted
+automatically for the torch losses that do not average over samples: ``CrossEntropyLoss`` and ``NLLLoss``
+with class-index targets divide by the summed class weights of the targets that are not ``ignore_index``
+(the number of such targets without weights), so batches with different numbers of ignored tokens are
+exact. Any other loss that averages over something other than the leading dimension of the targets (a
+mask of its own) declares it with ``count_fn(inputs, targets) -> number``, e.g.
+``lambda x, y: (y != -100).sum()``; a loss object with a ``count_fn`` method declares it itself
+(:class:`hessian_core.losses.CausalLMLoss`). A batch that counts 0 contributes nothing (its mean is 0/0).
 
 Every curvature quantity (Hessian, GGN, Fisher, gradient, loss) is accumulated batch by batch with the
 weight ``c_b`` (or 1 for ``"sum"``) and divided once by the total at the end: :meth:`Objective.accumulate`.
@@ -41,13 +47,16 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from . import distributed as _distributed
+from .composites import composites as _composites
 from .data import Batches, ConvertedBatches, PassFingerprints, leading_dim, to_device
+from .diagnosis import unsupported
 from .errors import InvalidInputError
 from .finite import check_finite
-from .forward import functional_forward, model_mode, rng_scope
+from .forward import direct_forward, functional_forward, model_mode, rng_scope
 from .memory import resolve_budget
 from .params import ParamSpec
 from .validation import BatchProbe, probe
@@ -60,6 +69,8 @@ PROGRESS_DELAY = 0.5
 def resolve_reduction(loss_fn, reduction: str | None) -> str:
     """The declared reduction of ``loss_fn`` (see the module docstring)."""
     declared = getattr(loss_fn, "reduction", None)
+    if declared == "batchmean" and isinstance(loss_fn, nn.KLDivLoss):
+        declared = "mean"  # sum over the batch / batch size: a mean over samples
     if reduction is not None:
         if reduction not in REDUCTIONS:
             raise InvalidInputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -87,6 +98,41 @@ def default_count(inputs, targets) -> int:
     return leading_dim(inputs)
 
 
+def count_of(loss_fn) -> Callable:
+    """What ``loss_fn`` with ``reduction="mean"`` divides a batch's sum by, as ``count(inputs, targets)``.
+
+    ``CrossEntropyLoss`` / ``NLLLoss`` (and ``LinearCrossEntropyLoss``) with class-index targets divide by
+    ``sum(weight[y])`` over the targets ``y`` that are not ``ignore_index`` (their number without class
+    weights); with class probabilities as targets, by the number of positions ``N * d1 * ...``. Every other
+    loss: :func:`default_count`.
+    """
+    kinds = tuple(k for k in (nn.CrossEntropyLoss, nn.NLLLoss, getattr(nn, "LinearCrossEntropyLoss", None)) if k)
+    if not isinstance(loss_fn, kinds):
+        return default_count
+    ignore = getattr(loss_fn, "ignore_index", None)
+    ignore = -100 if ignore is None else ignore
+    weight = getattr(loss_fn, "weight", None)
+
+    def per_sample(inputs, targets) -> torch.Tensor:
+        """The count of each sample ``(N,)`` (what the batch's count sums)."""
+        if not isinstance(targets, torch.Tensor) or targets.is_floating_point():  # class probabilities
+            n = targets.shape[0] if targets.dim() > 1 else 1
+            return torch.full((n,), targets[0, 0].numel() if targets.dim() > 1 else 1, dtype=torch.float64)
+        keep = targets != ignore
+        per = keep.to(torch.float64) if weight is None else torch.where(
+            keep, weight.to(targets.device)[targets.clamp_min(0) * keep], 0).to(torch.float64)
+        return per.reshape(per.shape[0], -1).sum(1) if per.dim() > 1 else per
+
+    def count(inputs, targets):
+        if targets.dim() == 0 or (targets.is_floating_point() and targets.dim() < 2):
+            return default_count(inputs, targets)
+        return per_sample(inputs, targets).sum()
+
+    count.per_sample = per_sample
+    count.__qualname__ = f"count_of({type(loss_fn).__name__})"
+    return count
+
+
 class BatchContext:
     """One batch, on the model's device and dtype, with the functions of the parameters on it."""
 
@@ -103,7 +149,13 @@ class BatchContext:
         return self.objective.forward(params, self.inputs, seed=self.objective.seed_of(self.index))
 
     def loss_of_outputs(self, outputs) -> torch.Tensor:
-        return self.objective.loss_fn(outputs, self.targets)
+        """``loss_fn(outputs, targets)``, with the equivalent composites of :mod:`hessian_core.composites`
+        for losses PyTorch cannot differentiate twice, when the objective uses them."""
+        loss_fn = self.objective.loss_fn
+        with self.objective.composites():
+            if self.objective.loss_constants is not None:  # the loss's own parameters are constants
+                return functional_call(loss_fn, self.objective.loss_constants, (outputs, self.targets))
+            return loss_fn(outputs, self.targets)
 
     def loss(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """This batch's loss as ``loss_fn`` reduces it (not yet globally normalized)."""
@@ -118,7 +170,8 @@ class Objective:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``.
         data: ``(inputs, targets)`` or an iterable of such pairs (list, ``DataLoader``).
         reduction: ``"mean"`` or ``"sum"``; default from ``loss_fn.reduction``, else ``"mean"``.
-        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch.
+        count_fn: ``count_fn(inputs, targets)``, what a ``"mean"`` loss averages over in a batch; default
+            ``loss_fn.count_fn`` when the loss has one, else the targets' leading dimension.
         params: subset of parameters (tensors or names); default all with ``requires_grad``.
         train_mode: evaluate in train mode (see the module docstring). Default eval mode.
         seed: seed of the random draws of a random forward (dropout masks in train mode), per batch.
@@ -141,11 +194,24 @@ class Objective:
                 f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
         if count_fn is not None and not callable(count_fn):
             raise InvalidInputError(f"count_fn must be callable as count_fn(inputs, targets), got {count_fn!r}")
+        lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+        if lazy:
+            owner = lazy[0].rsplit(".", 1)[0] if "." in lazy[0] else ""
+            kind = type(model.get_submodule(owner)).__name__
+            raise InvalidInputError(
+                f"parameter '{lazy[0]}' of module '{owner or 'the model'}' ({kind}) is not initialized yet (a lazy "
+                "module): its shape is only known after a first forward. Call the model once on a batch "
+                "before analysing it")
         self.model = model
         self.loss_fn = loss_fn
+        #: a loss module's own parameters (LinearCrossEntropyLoss's weight), detached: constants, not
+        #: differentiated and never recorded in a graph (None when it has none that require grad)
+        self.loss_constants = ({n: p.detach() for n, p in loss_fn.named_parameters()}
+                               if isinstance(loss_fn, nn.Module) and any(p.requires_grad for p in loss_fn.parameters())
+                               else None)
         self.params = ParamSpec(model, params)
         self.reduction = resolve_reduction(loss_fn, reduction)
-        self.count_fn = count_fn or default_count
+        self.count_fn = count_fn or getattr(loss_fn, "count_fn", None) or count_of(loss_fn)
         self.batches = Batches(data)
         self.train_mode = check_bool(train_mode, "train_mode")
         self.seed = check_int(seed, "seed", None)
@@ -162,11 +228,16 @@ class Objective:
             #: fingerprints of each pass over data that is not fixed (a DataLoader), see hessian_core.data
             self.fingerprints = None if self.batches.fixed else PassFingerprints(order_free=not self.train_mode)
             self._converted = ConvertedBatches()
+            #: what the equivalent composites replaced in this model's forward and loss ({op: what was done})
+            self.substitutions: dict[str, str] = {}
+            #: what happened on the way that plan() reports ({topic: note}), e.g. a structured path's fallback
+            self.notes: dict[str, str] = {}
         else:  # the same model and data (with_params): share what was learned about them
             self.budget_source = parent.budget_source
             self.reducer, self.batch_offset = parent.reducer, parent.batch_offset
             self.probe, self.fingerprints = parent.probe, parent.fingerprints
             self._converted = parent._converted
+            self.substitutions, self.notes = parent.substitutions, parent.notes
         if self.progress is None and self.reducer is not None and self.reducer.rank != 0:
             self.progress = False
 
@@ -193,27 +264,39 @@ class Objective:
         return self.seed * 1_000_003 + self.batch_offset + index
 
     def forward(self, params: tuple[torch.Tensor, ...], inputs, *, seed: int | None = None,
-                buffers: dict | None = None):
+                buffers: dict | None = None, others: dict | None = None, inputs_copied: bool = False):
         """``model(inputs)`` with the differentiated parameters replaced by ``params`` (see
-        :func:`~hessian_core.forward.functional_forward`), random draws from ``seed``; on copies of the
-        buffers and inputs when the forward writes into them (always before :meth:`validate`).
+        :func:`~hessian_core.forward.functional_forward`; ``others``: tensors for the other parameters, by
+        name), random draws from ``seed``; on copies of the buffers and inputs when the forward writes into
+        them (always before :meth:`validate`; ``inputs_copied``: the caller passes copies already).
 
-        Given the model's own parameter tensors (``params.tensors``, no tensor hooks on them) and nothing to
-        copy, the model is simply called: the same computation without the cost of substituting tensors
-        (what a product on a small model spends most of its time on)."""
+        Given the model's own parameter tensors (``params.tensors``, no tensor hooks on them), nothing to copy
+        or substitute, and a model whose first batch needed no composites, the model is called directly
+        (:func:`~hessian_core.forward.direct_forward`): the same computation without the cost of substituting
+        tensors (what a product on a small model spends most of its time on)."""
         probed = self.probe
         if buffers is None and (self.train_mode or probed is None or probed.mutates_buffers):
             buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-        if probed is None or probed.mutates_inputs:
+        if (probed is None or probed.mutates_inputs) and not inputs_copied:
             inputs = _copy(inputs)
-        elif buffers is None and self._own(params):
-            call = (lambda: self.model(*inputs)) if isinstance(inputs, (tuple, list)) else (lambda: self.model(inputs))
-            if seed is None:
-                return call()
+        elif buffers is None and others is None and not self.uses_composites and self._own(params):
             with rng_scope(seed, self.params.device):
-                return call()
+                return direct_forward(self.model, inputs, used=self.substitutions)
         with rng_scope(seed, self.params.device):
-            return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers)
+            return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers, others=others,
+                                      composites=self.uses_composites, used=self.substitutions)
+
+    @property
+    def uses_composites(self) -> bool:
+        """Whether forwards and losses use :mod:`hessian_core.composites` (until :meth:`validate`, always;
+        then only when the first batch needed one)."""
+        return self.probe is None or bool(self.probe.composites)
+
+    def composites(self):
+        """Context in which torch calls use the equivalent composites, when this objective needs them."""
+        if not self.uses_composites:
+            return contextlib.nullcontext()
+        return _composites(self.model, self.substitutions)
 
     def _own(self, params) -> bool:
         """``params`` are the model's own differentiated parameters, without tensor hooks (which autograd
@@ -237,13 +320,13 @@ class Objective:
             prints.start()
         with model_mode(self.model, self.train_mode):
             for i, (x, y) in enumerate(bar):
+                if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
+                    prints.add(i, x, y)
                 if converted is not None:  # fixed data: converted to the model's dtype once
                     x, y = converted.get(i, x, y, p.device, p.dtype)
                 else:
                     x = to_device(x, p.device, p.dtype)
                     y = to_device(y, p.device, p.dtype)
-                if prints is not None:
-                    prints.add(i, x, y)
                 count = self.count_fn(x, y)
                 count = float(count.item() if isinstance(count, torch.Tensor) else count)
                 if not count >= 0:
@@ -272,7 +355,14 @@ class Objective:
                 for ctx in batches:
                     total += ctx.count
                     weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count
-                    contribution(ctx, out, weight)
+                    if weight == 0 and self.reduction == "mean":
+                        continue  # nothing counted (every target ignored): the batch's mean is 0/0
+                    try:
+                        contribution(ctx, out, weight)
+                    except (RuntimeError, NotImplementedError) as e:
+                        if isinstance(e, torch.OutOfMemoryError):
+                            raise
+                        raise unsupported(self, ctx, e, desc) from e
         except Exception:
             self._abort_peers()
             raise
@@ -297,7 +387,18 @@ class Objective:
                torch.zeros(self.params.numel, dtype=self.params.dtype, device=self.params.device)]
 
         def contribution(ctx, acc, w):
-            g, v = torch.func.grad_and_value(ctx.loss)(primals)
+            try:
+                g, v = torch.func.grad_and_value(ctx.loss)(primals)
+            except (RuntimeError, NotImplementedError) as e:
+                from .operators.autograd_products import transforms_unsupported
+
+                if not transforms_unsupported(e):
+                    raise
+                leaves = tuple(p.detach().requires_grad_() for p in primals)  # plain autograd, as the operators
+                with torch.enable_grad():
+                    v = ctx.loss(leaves)
+                    g = torch.autograd.grad(v, leaves, allow_unused=True)
+                g = [torch.zeros_like(p) if x is None else x for x, p in zip(g, primals)]
             acc[0].add_(v.detach(), alpha=w)
             acc[1].add_(self.params.flatten(g), alpha=w)
 
@@ -320,6 +421,7 @@ class Objective:
         if self.probe is not None:
             return self.probe
         try:
+            self._check_passes_agree()
             with contextlib.closing(self.contexts()) as batches:
                 ctx = next(batches)
                 self.probe = probe(self, ctx)
@@ -327,6 +429,19 @@ class Objective:
             self._abort_peers()
             raise
         return self.probe
+
+    def _check_passes_agree(self) -> None:
+        """Data that is not fixed (a DataLoader) is read twice here, without the model, and fingerprinted
+        (:class:`~hessian_core.data.PassFingerprints`): a loader whose passes differ is refused before any
+        product, also for computations that pass over the data only once (a dense matrix)."""
+        prints = self.fingerprints
+        if prints is None or prints.first is not None:
+            return
+        for _ in range(2):
+            prints.start()
+            for i, (x, y) in enumerate(self.batches):
+                prints.add(i, x, y)
+            prints.finish()
 
     def _abort_peers(self) -> None:
         """This rank failed locally: tell the other ranks, so they raise too instead of waiting for it in

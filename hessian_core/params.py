@@ -103,6 +103,16 @@ class ParamSpec:
             out.append(t.reshape(-1, t.shape[-1]) if batched else t.reshape(-1))
         return torch.cat(out, dim=0)
 
+    def flatten_list(self, tensors: list) -> torch.Tensor:
+        """:meth:`flatten` of a list of ``(*shape)`` tensors that it empties as it copies them, so that the
+        peak is the flat result and one tensor, not two copies of every parameter."""
+        out = torch.empty(self.numel, dtype=tensors[0].dtype, device=tensors[0].device)
+        for i, s in enumerate(self.slices):
+            t, tensors[i] = tensors[i], None
+            out[s] = t.reshape(-1)
+            del t
+        return out
+
     def unflatten(self, vec: torch.Tensor) -> list[torch.Tensor]:
         """Flat ``(P,)`` -> list of param-shaped tensors; ``(P, k)`` -> list of ``(*shape, k)``."""
         if vec.shape[0] != self.numel or vec.dim() not in (1, 2):

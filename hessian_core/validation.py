@@ -6,6 +6,12 @@ runs the forward a second time to see whether the model draws random numbers (dr
 ``model.training``, noise, random pooling regions). A random model is evaluated with torch's generator
 fixed per batch from then on, so every pass sees the same draws; randomness that the seed does not fix
 (numpy, Python's ``random``, a private ``torch.Generator``) is refused with the module that uses it.
+
+The probe's forwards run on copies of every parameter, buffer and input, so a forward that writes into
+them changes nothing of the user's: writes into buffers or inputs are recorded (the objective then always
+works on copies), a write into a parameter is refused by name (the curvature of a forward that changes its
+own parameters is not defined). It also records which equivalent composites
+(:mod:`hessian_core.composites`) the forward and loss needed; objectives that need none skip them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ class BatchProbe:
     ``output_shape``: shape of the model output (nested tuples for structured outputs);
     ``random``: the forward draws from torch's generator (then fixed per batch by the objective's seed);
     ``mutates_buffers`` / ``mutates_inputs``: the forward writes into buffers (observers, caches, running
-    statistics) or into its input tensors, so the objective runs it on copies from then on.
+    statistics) or into its input tensors, so the objective runs it on copies from then on;
+    ``composites``: the operations replaced by :mod:`hessian_core.composites` (empty: none needed).
     """
 
     activation_numel: int
@@ -35,6 +42,7 @@ class BatchProbe:
     random: bool
     mutates_buffers: bool
     mutates_inputs: bool
+    composites: tuple = ()
 
 
 def probe(objective, ctx) -> BatchProbe:
@@ -66,29 +74,46 @@ def probe(objective, ctx) -> BatchProbe:
     if not torch.isfinite(loss):
         raise NonFiniteError(f"the loss on batch 0 is {float(loss)}; the curvature is undefined there")
     random = _draws_random_numbers(objective, ctx, outputs)
-    return BatchProbe(int(sum(sizes)), _shape_of(outputs), random, writes["buffers"], writes["inputs"])
+    return BatchProbe(int(sum(sizes)), _shape_of(outputs), random, writes["buffers"], writes["inputs"],
+                      tuple(sorted(objective.substitutions)))
 
 
 def _outputs(objective, ctx, hooks, seed, writes=None):
-    """One forward of batch ``ctx`` on copies of the buffers and inputs; ``writes`` (a dict) receives
-    whether the forward wrote into them."""
+    """One forward of batch ``ctx`` on copies of the parameters, buffers and inputs; ``writes`` (a dict)
+    receives whether the forward wrote into the buffers and inputs. A write into a parameter is refused."""
     handles = hooks()
+    model, spec = objective.model, objective.params
     inputs = _copy(ctx.inputs)
-    buffers = {n: b.clone() for n, b in objective.model.named_buffers()}
-    versions = [t._version for t in list(buffers.values()) + _flat(inputs)]
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    params = tuple(p.clone() for p in spec.primals())
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if n not in set(spec.names)}
+    watched = [list(buffers.values()), _flat(inputs), list(params) + list(others.values())]
+    versions = [[t._version for t in group] for group in watched]
     try:
         with torch.no_grad():
             try:
-                out = objective.forward(objective.params.primals(), inputs, seed=seed, buffers=buffers)
-                if writes is not None:
-                    after = [t._version for t in list(buffers.values()) + _flat(inputs)]
-                    writes["buffers"] = versions[:len(buffers)] != after[:len(buffers)]
-                    writes["inputs"] = versions[len(buffers):] != after[len(buffers):]
-                return out
+                out = objective.forward(params, inputs, seed=seed, buffers=buffers, others=others,
+                                        inputs_copied=True)
+            except InvalidInputError:
+                raise
             except Exception as e:  # noqa: BLE001 - re-raised with the shapes that caused it
                 raise InvalidInputError(
                     f"model({shape_str(ctx.inputs)}) failed on batch 0: {type(e).__name__}: {e}"
                 ) from e
+        after = [[t._version for t in group] for group in watched]
+        names = list(spec.names) + list(others)
+        written = [n for n, v, w in zip(names, versions[2], after[2]) if v != w]
+        if written:
+            owner = written[0].rsplit(".", 1)[0] if "." in written[0] else ""
+            raise InvalidInputError(
+                f"module '{owner or 'the model'}' ({type(model.get_submodule(owner)).__name__}) writes into its "
+                f"parameter '{written[0]}' during forward. The curvature of a forward that changes its own "
+                "parameters is not defined, and hessian_core never changes a model: move the write out of "
+                "forward (e.g. into a step after optimizer.step())")
+        if writes is not None:
+            writes["buffers"] = versions[0] != after[0]
+            writes["inputs"] = versions[1] != after[1]
+        return out
     finally:
         for h in handles:
             h.remove()

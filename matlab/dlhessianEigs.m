@@ -6,8 +6,11 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %   [V, D, INFO] = ... INFO has Values (K x 1) and Residuals (K x 1, ||H v - lambda v|| per pair),
     %   which certify each pair.
     %
-    %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large.
-    %   Options (also those of dlhessian):
+    %   Matrix-free (thick-restart Lanczos on Hessian-vector products): P may be large. With
+    %   'ModelLoss', @modelLoss (see dlhessian) MATLAB's eigs runs on a function handle of products by
+    %   double backpropagation (a small Hessian, P <= max(20, 2K + 2), is formed and eig'ed); the
+    %   residuals are recomputed in the same way.
+    %   Options (also those of dlhessian: 'Loss', 'LossOptions', 'DataFormat', 'MemoryBudget', ...):
     %     'Which'    'largest' (default), 'smallest', 'largestabs' or 'bothends' (K/2 at each end);
     %                also the short names 'LA', 'SA', 'LM', 'BE'
     %   Order, as eigs: the outermost first. 'largest' and 'bothends' descending, 'smallest' ascending,
@@ -15,8 +18,11 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
     %     'Output'   'table': V as a table shaped like NET.Learnables, row values [size(learnable), K]
     %
     %   Example:
-    %     [V, D] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
+    %     [V, D, info] = dlhessianEigs(net, X, T, 5, 'Which', 'largest');
     %     lambda = diag(D);     % sharpness: lambda(1)
+    %     max(info.Residuals)   % ||H v - lambda v||, certifies each pair
     %
     %   See also dlhessian, dlhessianTrace.
     if nargin < 4 || isempty(k)
@@ -26,10 +32,14 @@ function [V, D, info] = dlhessianEigs(net, X, T, k, varargin)
         error('hessiancore:invalidInput', 'dlhessianEigs: K must be a positive integer');
     end
     names = {'largest', 'LA'; 'smallest', 'SA'; 'largestabs', 'LM'; 'bothends', 'BE'};
-    isWhich = @(x) (ischar(x) || (isstring(x) && isscalar(x))) && any(strcmpi(char(x), names(:)));
-    opts = hcParseOptions('dlhessianEigs', varargin, {'Which', 'largest', isWhich});
+    [opts, onMatlab] = hcBackendOptions('dlhessianEigs', varargin);
     [row, ~] = find(strcmpi(names, opts.Which), 1);
-    res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, struct('k', k, 'which', names{row, 2})), opts);
+    kwargs = struct('k', k, 'which', names{row, 2});
+    if onMatlab
+        res = hcMatlabBackend('eigs', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('eigs', net, X, T, opts, {}, kwargs), opts);
+    end
     values = res.values(:);
     switch names{row, 2}
         case 'SA'

@@ -7,14 +7,19 @@ function hv = dlhvp(net, X, T, v, varargin)
     %   'Output', 'table').
     %
     %   HV = DLHVP(NET, {X1, ...}, {T1, ...}, V) uses several minibatches (see dlhessian).
-    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', ...).
+    %   Options: as dlhessian ('Loss', 'LossOptions', 'Output', 'DataFormat', 'MemoryBudget', ...;
+    %   'ModelLoss', @modelLoss: your own loss, differentiated twice by MATLAB itself).
     %
     %   Example:
-    %     g = dlfeval(@modelGradients, net, X, T);    % a Learnables-shaped table
-    %     Hg = dlhvp(net, X, T, g);                    % curvature along the gradient, same shape
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
+    %     hv = dlhvp(net, X, T, ones(26, 1));          % P-vector in, P-vector out
+    %     v = net.Learnables;                           % or a Learnables-shaped table, e.g. dlgradient's
+    %     v.Value = cellfun(@(w) dlarray(ones(size(w))), v.Value, 'UniformOutput', false);
+    %     Hv = dlhvp(net, X, T, v);                     % a table with the same shapes
     %
     %   See also dlhessian, dlhessianEigs.
-    opts = hcParseOptions('dlhvp', varargin);
+    [opts, onMatlab] = hcBackendOptions('dlhvp', varargin);
     if isa(v, 'table')
         opts.Output = 'table';
     end
@@ -22,7 +27,11 @@ function hv = dlhvp(net, X, T, v, varargin)
     if size(vec, 2) ~= 1
         error('hessiancore:invalidInput', 'dlhvp: V must be one vector; got %d columns', size(vec, 2));
     end
-    hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    if onMatlab
+        hv = hcMatlabBackend('hvp', net, X, T, opts, {vec});
+    else
+        hv = hcCallPython(hcRequest('hvp', net, X, T, opts, {vec}), opts);
+    end
     if strcmp(opts.Output, 'table')
         hv = hcToLearnables(net, hv, false);
     end

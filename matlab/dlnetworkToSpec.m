@@ -14,9 +14,15 @@ function spec = dlnetworkToSpec(net)
     %   double. Every Hessian row, vector and eigenvector that comes back follows the row order of
     %   NET.Learnables, each Value(:) column-major.
     %
+    %   Input normalization given as a function handle cannot cross: Normalization is then the text
+    %   'function_handle: <func2str>', which Python refuses by name (the wrappers apply the handle to X in
+    %   MATLAB before exporting). A property of a supported layer that cannot cross is sent as a
+    %   description, never dropped. The empty State of a stateless network becomes a table with no rows.
+    %
     %   Example:
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) reluLayer fullyConnectedLayer(2)]);
     %     spec = dlnetworkToSpec(net);
-    %     spec.Learnables.Parameter      % e.g. {'Weights', 'Bias', 'Weights', 'Bias'}
+    %     spec.Learnables.Parameter      % {'Weights', 'Bias', 'Weights', 'Bias'}
     %
     %   See also updateLearnables, dlhessian.
     if ~isobject(net) || ~isprop(net, 'Learnables') || ~isprop(net, 'Layers')
@@ -42,9 +48,9 @@ end
 
 function out = exportLayers(net)
     layers = net.Layers;
-    paramNames = cellstr(net.Learnables.Parameter);
+    paramNames = textColumn(net.Learnables.Parameter);
     if isprop(net, 'State')
-        paramNames = [paramNames; cellstr(net.State.Parameter)];
+        paramNames = [paramNames, textColumn(net.State.Parameter)];
     end
     out = cell(1, numel(layers));
     for i = 1:numel(layers)
@@ -57,13 +63,18 @@ function out = exportLayers(net)
         for j = 1:numel(names)
             name = names{j};
             bookkeeping = ~isempty(regexp(name, '(LearnRateFactor|L2Factor|Initializer)$', 'once'));
-            skip = any(strcmp(name, [{'Name'}; paramNames])) || ~isprop(layer, name) || (~known && bookkeeping);
+            skip = any(strcmp(name, [{'Name'}, paramNames])) || ~isprop(layer, name) || (~known && bookkeeping);
             if skip
                 continue
             end
             [value, ok] = hcPlainValue(layer.(name));
             if ok
                 s.(name) = value;
+            elseif known
+                % A property the translator reads never silently falls back to its default: a function
+                % handle (input Normalization, applied in MATLAB by the wrappers) or any other value that
+                % cannot cross is sent as a description that Python refuses by name.
+                s.(name) = describeValue(layer.(name));
             end
         end
         out{i} = s;
@@ -79,11 +90,34 @@ function out = exportConnections(net)
 end
 
 function out = exportTable(tbl)
+    % Learnables or State: Layer and Parameter are string arrays in MATLAB; the empty State of a stateless
+    % network is a 0x3 table whose column types MathWorks does not document, so any empty column is read
+    % as no rows.
+    out = struct('Layer', {textColumn(tbl.Layer)}, 'Parameter', {textColumn(tbl.Parameter)}, ...
+                 'Value', {cell(1, 0)});
+    if isempty(out.Layer)
+        return
+    end
     values = tbl.Value;
-    out = struct('Layer', {reshape(cellstr(tbl.Layer), 1, [])}, ...
-                 'Parameter', {reshape(cellstr(tbl.Parameter), 1, [])}, ...
-                 'Value', {cell(1, numel(values))});
+    out.Value = cell(1, numel(values));
     for i = 1:numel(values)
         out.Value{i} = hcToDouble(values{i});
+    end
+end
+
+function c = textColumn(column)
+    % A table's text column (string array, cellstr or char) as a 1xN cellstr; 1x0 when empty.
+    if isempty(column)
+        c = cell(1, 0);
+    else
+        c = reshape(cellstr(column), 1, []);
+    end
+end
+
+function text = describeValue(value)
+    if isa(value, 'function_handle')
+        text = ['function_handle: ', func2str(value)];
+    else
+        text = sprintf('unsupported value: a %s', class(value));
     end
 end

@@ -7,23 +7,29 @@ function [net, info] = dlnewtonUpdate(net, X, T, varargin)
     %   single or double, GPU). Several minibatches: cell arrays, as in dlhessian.
     %   [NET, INFO] = ... INFO has LossBefore and LossAfter (the loss on X, T before and after the step).
     %
-    %   Options (also those of dlhessian):
+    %   Options (also those of dlhessian except 'Output'):
     %     'Damping'    Levenberg-Marquardt damping added to the Hessian (default 1e-3)
     %     'LearnRate'  step length (default 1)
-    %   Dense: for small networks (P up to a few thousand).
+    %   Dense: for small networks (P up to a few thousand). With 'ModelLoss', @modelLoss (see dlhessian)
+    %   MATLAB's pcg solves with Hessian-vector products instead (matrix-free); when pcg meets negative
+    %   curvature it solves with the same shifted Hessian as the Python side.
     %
-    %   Example: Newton training of a small regression network
-    %     for it = 1:10
-    %       [net, info] = dlnewtonUpdate(net, X, T, 'Damping', 1e-3);
+    %   Example (Newton training of a small regression network):
+    %     net = dlnetwork([featureInputLayer(1) fullyConnectedLayer(8) tanhLayer fullyConnectedLayer(1)]);
+    %     x = linspace(-2, 2, 32);  X = dlarray(x, 'CB');  T = dlarray(sin(2 * x), 'CB');
+    %     for it = 1:5
+    %       [net, info] = dlnewtonUpdate(net, X, T, 'Damping', 1e-2);
     %       fprintf('%d  loss %.3g\n', it, info.LossAfter);
     %     end
     %
     %   See also dlhessian, updateLearnables.
-    isNonneg = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x >= 0;
-    isPos = @(x) isnumeric(x) && isscalar(x) && isfinite(x) && x > 0;
-    opts = hcParseOptions('dlnewtonUpdate', varargin, {'Damping', 1e-3, isNonneg; 'LearnRate', 1, isPos});
+    [opts, onMatlab] = hcBackendOptions('dlnewtonUpdate', varargin);
     kwargs = struct('damping', opts.Damping, 'lr', opts.LearnRate);
-    res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    if onMatlab
+        res = hcMatlabBackend('newton_update', net, X, T, opts, {}, kwargs);
+    else
+        res = hcCallPython(hcRequest('newton_update', net, X, T, opts, {}, kwargs), opts);
+    end
     net = updateLearnables(net, res.values);
     info = struct('LossBefore', res.loss_before, 'LossAfter', res.loss_after);
 end

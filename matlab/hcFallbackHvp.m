@@ -5,11 +5,18 @@ function [hv, n] = hcFallbackHvp(net, X, T, loss, v)
     %   loss, and N the number of observations in the minibatch ('B' dimension). Computed by double
     %   backpropagation, dlgradient(..., 'EnableHigherDerivatives', true), so it works for any layer
     %   MATLAB can differentiate, including those the Python translator does not support.
-    %   LOSS is a name for hcLossHandle or a function handle. NET is evaluated with predict (inference
-    %   mode), like the Python side.
+    %   LOSS is 'mse', 'crossentropy', 'l2loss', 'l1loss', 'huber' (MATLAB's own functions) or a function
+    %   handle LOSS(Y, T). NET is evaluated with predict (inference mode), like the Python side.
     %
     %   Python's algorithms drive it through the MATLAB Engine (bridge.transport.fallback: Lanczos
     %   eigenvalues, Hutch++ trace, conjugate gradients), weighting minibatches by N.
+    %
+    %   Example (MATLAB only: dlfeval and dlgradient are not in the Octave test doubles):
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+    %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
+    %     [hv, n] = hcFallbackHvp(net, X, T, 'mse', ones(26, 1));
+    %
+    %   See also dlhvp.
     vt = hcToLearnables(net, hcFromLearnables(net, v, 'V'), false);
     hvt = dlfeval(@hvpTerms, net, X, T, hcLossHandle(loss), vt);
     hv = hcFromLearnables(net, hvt, 'H*V');

@@ -3,53 +3,44 @@ function info = hessiancoreSetup(varargin)
     %   HESSIANCORESETUP checks the Python that the toolbox will use, prints what it found and exactly what
     %   to fix, and saves the choice (setpref group 'hessiancore') for later sessions.
     %   INFO = HESSIANCORESETUP(...) also returns a struct: Python (executable), PythonVersion, Torch,
-    %   Bridge ('ok' or the import error), Release, Transport, Problems (cellstr of what to fix), Ok.
+    %   Bridge ('ok' or the import error), Release, Transport, Problems (cellstr of what to fix), Notes
+    %   (cellstr of what setup changed, or what to run yourself), Ok.
     %
     %   HESSIANCORESETUP('Python', EXE) uses the Python executable EXE, e.g. a virtual environment's
-    %     '/home/me/venvs/hc/bin/python' or 'C:\venvs\hc\Scripts\python.exe'.
+    %     '/home/me/venvs/hc/bin/python' or 'C:\venvs\hc\Scripts\python.exe' (a pythonw.exe is replaced by
+    %     the python.exe next to it: the windowed interpreter prints nothing).
     %   HESSIANCORESETUP('Transport', T) chooses how MATLAB reaches Python:
-    %     'auto'        (default) 'py' when this MATLAB release supports that Python version through
-    %                   pyenv and pyenv uses the same executable, else 'subprocess'
-    %     'subprocess'  a separate 'python -m' process per call, exchanging .mat files: any Python version,
-    %                   MATLAB or GNU Octave; costs the Python start-up (a few seconds) per call
-    %     'py'          MATLAB's py. interface (pyenv; 'OutOfProcess' recommended with PyTorch)
-    %     'server'      a Python worker started once by the user with
-    %                     python -m bridge.transport.matfile --serve FOLDER
-    %                   (the start-up paid once); give the same FOLDER with 'ServerFolder'
-    %   HESSIANCORESETUP('Save', false) checks without saving.
+    %     'auto', 'server'  (default) a persistent Python worker that the toolbox starts on the first call
+    %                       of a session and reuses: the Python start-up (seconds) is paid once
+    %     'subprocess'      a separate 'python -m' process per call (seconds per call)
+    %     'py'              MATLAB's py. interface, out of process; needs a MATLAB release that supports
+    %                       that Python version, and sets pyenv (which persists across sessions) only when
+    %                       saving
+    %   HESSIANCORESETUP('ServerFolder', F) uses a worker you started yourself with
+    %     python -m bridge.transport.matfile --serve F
+    %   HESSIANCORESETUP('Save', false) only checks: nothing is saved and pyenv is not changed.
+    %   HESSIANCORESETUP('Verbose', false) prints nothing.
     %
     %   Example:
-    %     hessiancoreSetup('Python', '/home/me/venvs/hc/bin/python');
+    %     info = hessiancoreSetup('Save', false, 'Verbose', false);
+    %     disp(info.Ok)
     %
     %   See also pyenv, dlhessian.
-    isText = @(x) ischar(x) || (isstring(x) && isscalar(x));
-    p = inputParser();
-    p.FunctionName = 'hessiancoreSetup';
-    p.addParameter('Python', '', isText);
-    p.addParameter('Transport', 'auto', ...
-                   @(x) isText(x) && any(strcmpi(char(x), {'auto', 'subprocess', 'py', 'server'})));
-    p.addParameter('ServerFolder', '', isText);
-    p.addParameter('Save', true, @(x) islogical(x) || isnumeric(x));
-    p.addParameter('Verbose', true, @(x) islogical(x) || isnumeric(x));
-    try
-        p.parse(varargin{:});
-    catch err
-        error('hessiancore:invalidOption', 'hessiancoreSetup: %s', err.message);
-    end
-    opts = p.Results;
-    python = char(opts.Python);
+    opts = hcParseOptions('hessiancoreSetup', varargin);
+    python = opts.Python;
     if isempty(python)
         python = hcPythonExecutable();
     end
+    python = hcConsolePython(python);
     info = struct('Python', python, 'PythonVersion', '', 'Torch', '', 'Bridge', '', 'Release', '', ...
-                  'Transport', lower(char(opts.Transport)), 'Problems', {{}}, 'Ok', false);
+                  'Transport', lower(opts.Transport), 'Problems', {{}}, 'Notes', {{}}, 'Ok', false);
     if hcIsOctave()
         info.Release = ['Octave ', version()];
     else
         info.Release = ['R', version('-release')];
     end
 
-    % What the Python reports about itself (the same PYTHONPATH rule as the subprocess transport).
+    % What the Python reports about itself (the same PYTHONPATH rule as the transports).
     oldPath = hcSetPythonPath();
     [status, out] = system(sprintf('"%s" -m bridge.transport.check 2>&1', python));
     setenv('PYTHONPATH', oldPath);
@@ -81,67 +72,24 @@ function info = hessiancoreSetup(varargin)
                                               '(or pip install -e <hessiancore checkout>)'], ...
                                              report.executable, report.bridge, report.executable);
         end
-        info.Transport = chooseTransport(info, ver);
+        if isempty(info.Problems)
+            [info.Transport, info.Notes] = hcChooseTransport(info.Transport, info.Python, info.PythonVersion, ...
+                                                             info.Release, hcIsOctave(), opts.Save);
+        end
     end
-    if strcmp(info.Transport, 'server') && ~exist(char(opts.ServerFolder), 'dir')
-        info.Problems{end + 1} = sprintf(['the server transport needs ''ServerFolder'', the folder of a ', ...
-                                          'worker started with\n  "%s" -m bridge.transport.matfile --serve FOLDER'], ...
-                                         info.Python);
+    if ~isempty(opts.ServerFolder) && ~exist(opts.ServerFolder, 'dir')
+        info.Problems{end + 1} = sprintf(['''ServerFolder'' %s does not exist: start the worker first with\n', ...
+                                          '  "%s" -m bridge.transport.matfile --serve %s'], ...
+                                         opts.ServerFolder, info.Python, opts.ServerFolder);
     end
     info.Ok = isempty(info.Problems);
     if opts.Save && info.Ok
         setpref('hessiancore', 'Python', info.Python);
         setpref('hessiancore', 'Transport', info.Transport);
-        if strcmp(info.Transport, 'server')
-            setpref('hessiancore', 'ServerFolder', char(opts.ServerFolder));
-        end
+        setpref('hessiancore', 'ServerFolder', opts.ServerFolder);
     end
     if opts.Verbose
         printInfo(info);
-    end
-end
-
-function transport = chooseTransport(info, ver)
-    % 'py' only when asked for (or auto) and MATLAB's pyenv can load this very Python.
-    transport = info.Transport;
-    if strcmp(transport, 'server')
-        return
-    end
-    if hcIsOctave()
-        if strcmp(transport, 'py')
-            warning('hessiancore:setup', 'GNU Octave has no py. interface: using the subprocess transport');
-        end
-        transport = 'subprocess';
-        return
-    end
-    range = hcSupportedPython(version('-release'));
-    supported = numel(ver) >= 2 && ~isempty(range) && ver(2) >= range(1) && ver(2) <= range(2);
-    if strcmp(transport, 'py') && ~supported
-        warning('hessiancore:setup', ['MATLAB %s does not support Python %s through py. (see ', ...
-                                      'hcSupportedPython): using the subprocess transport'], ...
-                info.Release, info.PythonVersion);
-        transport = 'subprocess';
-    elseif strcmp(transport, 'auto')
-        transport = 'subprocess';
-        if supported
-            env = pyenv();
-            if strcmp(char(env.Executable), info.Python) || strcmp(char(env.Status), 'NotLoaded')
-                transport = 'py';
-            end
-        end
-    end
-    if strcmp(transport, 'py')
-        env = pyenv();
-        if ~strcmp(char(env.Executable), info.Python)
-            if strcmp(char(env.Status), 'Loaded')
-                warning('hessiancore:setup', ['pyenv has already loaded %s; restart MATLAB to use %s ', ...
-                                              'through py. (using the subprocess transport for now)'], ...
-                        char(env.Executable), info.Python);
-                transport = 'subprocess';
-            else
-                pyenv('Version', info.Python, 'ExecutionMode', 'OutOfProcess');
-            end
-        end
     end
 end
 
@@ -162,6 +110,9 @@ function printInfo(info)
     fprintf('  PyTorch    %s\n', info.Torch);
     fprintf('  bridge     %s\n', info.Bridge);
     fprintf('  transport  %s\n', info.Transport);
+    for i = 1:numel(info.Notes)
+        fprintf('  note: %s\n', info.Notes{i});
+    end
     if info.Ok
         fprintf('  OK: ready.\n');
     else

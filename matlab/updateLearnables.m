@@ -10,6 +10,7 @@ function net = updateLearnables(net, values)
     %   The Python bridge calls this function, through the Engine, to import results.
     %
     %   Example:
+    %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(2)]);
     %     spec = dlnetworkToSpec(net);
     %     net2 = updateLearnables(net, spec.Learnables.Value);    % same values back
     %

@@ -44,5 +44,8 @@ if [ $BENCH = 1 ]; then
   $PIP install -q --no-deps curvlinops-for-pytorch==3.0.1 backpack-for-pytorch==1.7.1 pyhessian==0.1 \
     hessian-eigenthings==1.0.0a5 linear-operator==0.6.1 opt-einsum==3.4.0 einconv==0.1.0 jaxtyping==0.3.11 \
     wadler-lindig==0.1.8 einops==0.8.2 unfoldNd==0.2.3
+  # laplace-torch declares torchvision too; what it really imports: asdfghjkl (ASDL), torchmetrics
+  $PIP install -q --no-deps laplace-torch==0.3 asdfghjkl==0.1a4 torchmetrics==1.9.0 lightning-utilities==0.15.3 \
+    packaging typing_extensions
 fi
 echo "== setup done"

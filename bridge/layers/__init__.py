@@ -9,7 +9,7 @@ from .activations import ELU, GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Swish, Ta
 from .base import Act, Translator
 from .combine import Addition, Concatenation, DepthConcatenation, Dropout, Flatten
 from .conv import AveragePooling2D, Convolution2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
-from .dense import FullyConnected
+from .fully_connected import FullyConnected
 from .inputs import FeatureInput, Image3DInput, ImageInput, InputTranslator, SequenceInput
 from .normalization import BatchNormalization, LayerNormalization
 from .recurrent import GRU, LSTM

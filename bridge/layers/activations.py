@@ -30,6 +30,7 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
+    properties = ("Scale",)
     def setup(self, learn, state):
         self.scale = self.layer.number("Scale", 0.01)
 
@@ -38,6 +39,7 @@ class LeakyReLU(_Elementwise):
 
 
 class ELU(_Elementwise):
+    properties = ("Alpha",)
     def setup(self, learn, state):
         self.alpha = self.layer.number("Alpha", 1.0)
 
@@ -46,6 +48,7 @@ class ELU(_Elementwise):
 
 
 class GELU(_Elementwise):
+    properties = ("Approximation",)
     def setup(self, learn, state):
         self.approx = self.layer.text("Approximation", "none").lower()
         if self.approx not in ("none", "tanh"):

@@ -24,7 +24,8 @@ class Act:
 class Translator:
     """Base of the per-class translators.
 
-    Subclasses list ``learnable_names`` (the Learnables rows the layer owns, by MATLAB parameter name) and
+    Subclasses list ``learnable_names`` (the Learnables rows the layer owns, by MATLAB parameter name),
+    ``properties`` (the MATLAB properties they read) and
     implement ``setup(learn, state)`` (validate; record each learnable's MATLAB shape in ``self.shapes`` and
     every constant the forward needs, e.g. trained statistics, in ``self.consts`` as numpy arrays) and
     ``forward(xs, p, c) -> Act`` with ``xs`` the input activations in input order (in1, in2, ...),
@@ -32,10 +33,15 @@ class Translator:
     """
 
     learnable_names: tuple[str, ...] = ()
+    #: The MATLAB layer properties the translator reads (besides Name and Class). The exporter
+    #: (matlab/private/hcLayerProperties.m, generated from these) sends exactly these, and reading any other
+    #: property is an error: one list, checked whenever a layer is translated.
+    properties: tuple[str, ...] = ()
     num_inputs = 1
 
     def __init__(self, layer: LayerSpec, learn: dict[str, np.ndarray], state: dict[str, np.ndarray]):
         self.layer = layer
+        layer.readable = frozenset(self.properties)
         self.name = layer.name
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.consts: dict[str, np.ndarray] = {}

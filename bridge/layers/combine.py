@@ -29,6 +29,8 @@ class Flatten(Translator):
 
 
 class _Multi(Translator):
+    properties = ("NumInputs",)
+
     def setup(self, learn, state):
         self.num_inputs = self.layer.integer("NumInputs", 2)
 
@@ -52,6 +54,8 @@ class Addition(_Multi):
 
 
 class Concatenation(_Multi):
+    properties = ("Dim", "NumInputs")
+
     def setup(self, learn, state):
         super().setup(learn, state)
         self.dim = self.layer.integer("Dim")

@@ -50,13 +50,17 @@ class _Windowed(Translator):
 
 class Convolution2D(_Windowed):
     learnable_names = ("Weights", "Bias")
+    properties = ("FilterSize", "NumChannels", "NumFilters", "NumGroups", "Stride", "DilationFactor", "PaddingMode",
+                  "PaddingSize", "PaddingValue")
 
     def setup(self, learn, state):
         lay = self.layer
         W = learn["Weights"]
         nf = lay.integer("NumFilters") if lay.has("NumFilters") else (W.shape[3] if W.ndim > 3 else 1)
         fsize = lay.ints("FilterSize", 2) if lay.has("FilterSize") else tuple(W.shape[:2])
-        self.expect(learn, "Weights", (fsize[0], fsize[1], None, nf))
+        # NumChannels is 'auto' until the network is initialized, then a number that Weights must match.
+        nc = lay.integer("NumChannels") if lay.has("NumChannels") and not lay.is_text("NumChannels") else None
+        self.expect(learn, "Weights", (fsize[0], fsize[1], nc, nf))
         self.expect(learn, "Bias", (1, 1, nf))
         self.window_setup(fsize)
         if lay.has("NumGroups") or lay.short_class == "GroupedConvolution2DLayer":
@@ -77,6 +81,8 @@ class Convolution2D(_Windowed):
 
 
 class MaxPooling2D(_Windowed):
+    properties = ("PoolSize", "Stride", "DilationFactor", "PaddingMode", "PaddingSize")
+
     def setup(self, learn, state):
         self.window_setup(self.layer.ints("PoolSize", 2), stride_default=(1, 1))
 
@@ -88,6 +94,8 @@ class MaxPooling2D(_Windowed):
 
 
 class AveragePooling2D(_Windowed):
+    properties = ("PoolSize", "Stride", "DilationFactor", "PaddingMode", "PaddingSize", "PaddingValue")
+
     def setup(self, learn, state):
         self.window_setup(self.layer.ints("PoolSize", 2), stride_default=(1, 1))
         lay = self.layer

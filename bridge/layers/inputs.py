@@ -5,7 +5,9 @@ Normalization (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.im
 zerocenter ``x - Mean``; zscore ``(x - Mean) ./ StandardDeviation``; rescale-symmetric
 ``2 (x - Min) ./ (Max - Min) - 1``; rescale-zero-one ``(x - Min) ./ (Max - Min)``; none.
 Default: 'zerocenter' for image inputs, 'none' for feature and sequence inputs (the exporter sends
-``Normalization`` explicitly; the defaults only apply to hand-written specs).
+``Normalization`` explicitly; the defaults only apply to hand-written specs). A function handle
+(documented for all three) cannot be evaluated here: the MATLAB wrappers apply it to the data before it
+crosses and send 'none'; a spec that still carries one (``'function_handle: ...'``) is refused.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import torch
 
 from .base import Act, Translator
 
+#: How dlnetworkToSpec marks a Normalization given as a function handle: 'function_handle: @(x) ...'.
+FUNCTION_HANDLE = "function_handle:"
 NEEDS = {"none": (), "zerocenter": ("Mean",), "zscore": ("Mean", "StandardDeviation"),
          "rescale-symmetric": ("Min", "Max"), "rescale-zero-one": ("Min", "Max")}
 
 
 class InputTranslator(Translator):
+    # NormalizationDimension is not read: the statistics' own size (scalar, per channel, InputSize) says it.
+    properties = ("InputSize", "Normalization", "Mean", "StandardDeviation", "Min", "Max")
     fmt = "CB"
     default_normalization = "none"
     n_spatial = 0
@@ -33,8 +39,14 @@ class InputTranslator(Translator):
             raise self.error(f"InputSize {size} must have {self.n_spatial + 1} elements for {self.fmt} input")
         self.size = tuple(size)  # MATLAB order: S..., C
         if lay.has("Normalization") and not lay.is_text("Normalization"):
-            raise self.error("Normalization must be a name; a function handle cannot be translated")
+            raise self.error("Normalization must be a name such as 'zscore'")
         self.norm = lay.text("Normalization", self.default_normalization).lower()
+        if self.norm.startswith(FUNCTION_HANDLE):
+            raise self.error(
+                f"Normalization is a function handle ({lay.text('Normalization')[len(FUNCTION_HANDLE):].strip()}), "
+                "which Python cannot evaluate. dlhessian and the other MATLAB wrappers apply it to X before the "
+                "data leaves MATLAB; when you call bridge.api yourself (e.g. through MatlabSession), apply it to "
+                "X first and set the layer's Normalization to 'none'")
         if self.norm not in NEEDS:
             raise self.error(f"Normalization {self.norm!r} is not supported (supported: {', '.join(NEEDS)})")
         for key in NEEDS[self.norm]:

@@ -34,6 +34,7 @@ def _per_channel_learnables(translator, learn) -> int:
 
 class BatchNormalization(Translator):
     learnable_names = ("Offset", "Scale")
+    properties = ("NumChannels", "Epsilon", "TrainedMean", "TrainedVariance")
 
     def setup(self, learn, state):
         c = _per_channel_learnables(self, learn)
@@ -59,6 +60,7 @@ class BatchNormalization(Translator):
 
 class LayerNormalization(Translator):
     learnable_names = ("Offset", "Scale")
+    properties = ("NumChannels", "Epsilon", "OperationDimension")
 
     def setup(self, learn, state):
         _per_channel_learnables(self, learn)

@@ -23,6 +23,8 @@ from .base import Act, Translator
 
 class _Recurrent(Translator):
     learnable_names = ("InputWeights", "RecurrentWeights", "Bias")
+    properties = ("NumHiddenUnits", "OutputMode", "HasStateInputs", "HasStateOutputs", "StateActivationFunction",
+                  "GateActivationFunction", "HiddenState")
     gates = 4
     state_names: tuple[str, ...] = ("HiddenState",)
 
@@ -70,6 +72,7 @@ class _Recurrent(Translator):
 class LSTM(_Recurrent):
     gates = 4
     state_names = ("HiddenState", "CellState")
+    properties = _Recurrent.properties + ("CellState",)
 
     def forward(self, xs, p, c):
         x = xs[0]
@@ -93,6 +96,7 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     gates = 3
     state_names = ("HiddenState",)
+    properties = _Recurrent.properties + ("ResetGateMode",)
 
     def setup(self, learn, state):
         self.reset_mode = self.layer.text("ResetGateMode", "after-multiplication").lower()

@@ -22,18 +22,16 @@ A response has ``Ok`` (logical), ``Result`` (the API's return value, see :func:`
 
 from __future__ import annotations
 
-import re
 import traceback
 
 import numpy as np
 
+from ..entrypoints import API_FUNCTIONS as FUNCTIONS
+from ..identifiers import RequestError, error_identifier, matlab_error
+
 REQUEST_FORMAT = "hessiancore.request/1"
-FUNCTIONS = ("hessian", "hvp", "diagonal", "blocks", "eigs", "trace", "newton_update", "index_map",
-             "loss_value", "predict", "plan")
-
-
-class RequestError(ValueError):
-    """The request file itself is malformed (not written by hcRequest, or a different version)."""
+#: Integral doubles up to this size become Python ints (beyond it a float stays a float: 1e300 is no count).
+_EXACT_INT = 2 ** 53
 
 
 def cells(value) -> list:
@@ -76,14 +74,15 @@ def _empty(value) -> bool:
 
 
 def _option(value):
-    """A keyword argument as Python wants it: '' / [] -> None, integral floats -> int, 1-element arrays -> scalar."""
+    """A keyword argument as Python wants it: '' / [] -> None, integral floats (up to 2^53) -> int, 1-element
+    arrays -> scalar."""
     if _empty(value):
         return None
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype != object:
         value = value.reshape(-1)[0]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    if isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) <= _EXACT_INT:
         return int(value)
     if isinstance(value, np.floating):
         return float(value)
@@ -155,35 +154,18 @@ def encode(value):
     raise TypeError(f"cannot send a {type(value).__name__} to MATLAB")
 
 
-_BUILTIN_IDS = {
-    "ModuleNotFoundError": "setup", "ImportError": "setup", "MemoryError": "memoryBudget",
-    "ValueError": "invalidInput", "TypeError": "invalidInput", "KeyError": "invalidInput",
-    "RequestError": "request", "NotImplementedError": "unsupported",
-}
-
-
-def error_identifier(exc: BaseException) -> str:
-    """MATLAB identifier of an exception: ``hessiancore:<camelCase class without 'Error'>`` for the
-    package's own errors (``InvalidInputError`` -> ``hessiancore:invalidInput``), a fixed map for builtins."""
-    for cls in type(exc).__mro__:
-        if cls.__module__.split(".")[0] in ("hessian_core", "bridge") and cls.__name__ != "RequestError":
-            stem = re.sub(r"Error$", "", cls.__name__) or "error"
-            return "hessiancore:" + stem[0].lower() + stem[1:]
-        if cls.__name__ in _BUILTIN_IDS:
-            return "hessiancore:" + _BUILTIN_IDS[cls.__name__]
-    return "hessiancore:python"
-
-
-def error_response(exc: BaseException) -> dict:
-    message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ImportError):
-        message += ("\nThe Python that ran the request cannot import hessiancore's dependencies: run "
-                    "hessiancoreSetup in MATLAB/Octave to choose the right Python or install them.")
+def error_response(exc: BaseException, function: str | None = None) -> dict:
+    """The response for a failed call: MATLAB identifier and message from :mod:`bridge.identifiers`."""
+    ident, message = matlab_error(exc, function)
     return {"Ok": False, "Result": np.zeros((0, 0)),
-            "Error": {"Identifier": error_identifier(exc), "Message": message, "Type": type(exc).__name__,
+            "Error": {"Identifier": ident, "Message": message, "Type": type(exc).__name__,
                       "Traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}}
 
 
 def ok_response(result) -> dict:
     return {"Ok": True, "Result": encode(result),
             "Error": {"Identifier": "", "Message": "", "Type": "", "Traceback": ""}}
+
+
+__all__ = ["REQUEST_FORMAT", "FUNCTIONS", "RequestError", "decode", "encode", "restore", "cells", "error_identifier",
+           "error_response", "ok_response"]

@@ -2,11 +2,12 @@
 
 MATLAB's ``hcFallbackHvp(net, X, T, loss, v)`` returns ``H_b v`` for one minibatch by double
 backpropagation (``dlgradient(..., 'EnableHigherDerivatives', true)``) and the minibatch's number of
-observations ``n_b``. :func:`fallback_operator` wraps it as a ``scipy.sparse.linalg.LinearOperator`` of the
-globally normalized Hessian ``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over
-observations, so this is the Hessian of the loss over all minibatches together), which the core's
-algorithms take as they are: :func:`fallback_eigs` (:func:`hessian_core.spectral.eigsh`),
-:func:`fallback_trace` (:func:`hessian_core.spectral.trace`), :func:`fallback_solve` (scipy's CG).
+observations ``n_b``. :func:`fallback_operator` wraps it as an operator of the core (a
+:class:`hessian_core.operators.FunctionOperator`) of the globally normalized Hessian
+``H = sum_b n_b H_b / sum_b n_b`` (MATLAB's mean losses average over observations, so this is the Hessian of
+the loss over all minibatches together), which the core's algorithms take as they are: :func:`fallback_eigs`
+(:func:`hessian_core.spectral.eigsh`), :func:`fallback_trace` (:func:`hessian_core.spectral.trace`),
+:func:`fallback_solve` (scipy's CG on the damped operator).
 
 The engine is a ``matlab.engine`` engine (or one with its interface); only ``eval(code, nargout=0)`` and
 ``workspace[...]`` are used, with the network and data as workspace variable names, like
@@ -21,6 +22,7 @@ import numpy as np
 
 from hessian_core.errors import InvalidInputError
 
+from ..losses import default_loss
 from ..session import check_variable_name
 
 _LOSS = re.compile(r"[A-Za-z0-9_-]+")
@@ -37,14 +39,18 @@ class EngineHvp:
         engine: MATLAB (or Octave-backed) engine.
         net, X, T: workspace variable names of the dlnetwork and of the data (dlarrays, or cell arrays of
             minibatches).
-        loss: a loss name ``hcLossHandle`` knows ('mse', 'crossentropy', 'l2loss', 'l1loss', 'huber').
+        loss: a MATLAB loss name ('mse', 'crossentropy', 'l2loss', 'l1loss', 'huber'); None (the default) applies
+            the toolbox's rule (:func:`bridge.losses.default_loss`): 'crossentropy' when the network's output
+            layer is a softmaxLayer, else 'mse'.
         array_converter: numpy column -> what the engine takes (default: a Fortran-ordered column).
     """
 
-    def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse",
+    def __init__(self, engine, net: str = "net", X: str = "X", T: str = "T", loss: str | None = None,
                  array_converter=None):
         self.engine = engine
         self.net, self.X, self.T = (check_variable_name(v, what) for v, what in ((net, "net"), (X, "X"), (T, "T")))
+        if loss is None:
+            loss = default_loss(self._output_class())
         if not isinstance(loss, str) or not _LOSS.fullmatch(loss):
             raise InvalidInputError(f"loss must be a MATLAB loss name such as 'mse', got {loss!r}")
         self.loss = loss
@@ -58,6 +64,16 @@ class EngineHvp:
             [(self.X, self.T)]
         self.engine.eval("clear('hcP__', 'hcIsCell__', 'hcNB__');", nargout=0)
         self.matvecs = 0
+
+    def _output_class(self) -> str:
+        """class() of the network's output layer (the layer named by OutputNames{1})."""
+        n = self.net
+        self.engine.eval(f"hcOut__ = ''; for hcK__ = 1:numel({n}.Layers), if strcmp({n}.Layers(hcK__).Name, "
+                         f"{n}.OutputNames{{1}}), hcOut__ = class({n}.Layers(hcK__)); end, end", nargout=0)
+        try:
+            return str(self.engine.workspace["hcOut__"])
+        finally:
+            self.engine.eval("clear('hcOut__', 'hcK__');", nargout=0)
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         v = np.asarray(v, dtype=np.float64).reshape(-1)
@@ -83,32 +99,33 @@ def _scalar(x) -> float:
     return float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
 
 
-def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str = "mse", **kwargs):
-    """The Hessian as a symmetric ``scipy.sparse.linalg.LinearOperator`` (P, P) of MATLAB products."""
-    from scipy.sparse.linalg import LinearOperator
+def fallback_operator(engine, net: str = "net", X: str = "X", T: str = "T", loss: str | None = None, **kwargs):
+    """The Hessian as a :class:`hessian_core.operators.FunctionOperator` ``(P, P)`` of MATLAB's products (float64,
+    CPU): an operator like every other of the core (composition, spectra, solvers, ``to_scipy()``)."""
+    import torch
+
+    from hessian_core.operators import FunctionOperator
 
     hvp = EngineHvp(engine, net, X, T, loss, **kwargs)
 
-    def matmat(V):
-        V = np.asarray(V, dtype=np.float64).reshape(hvp.P, -1)
-        return np.column_stack([hvp(V[:, j]) for j in range(V.shape[1])])
+    def matmat(V: torch.Tensor) -> torch.Tensor:
+        cols = V.detach().cpu().numpy().astype(np.float64)
+        return torch.as_tensor(np.column_stack([hvp(cols[:, j]) for j in range(cols.shape[1])]))
 
-    op = LinearOperator((hvp.P, hvp.P), matvec=hvp, rmatvec=hvp, matmat=matmat, dtype=np.float64)
-    op.hvp = hvp
-    return op
+    return FunctionOperator(matmat, hvp.P, torch.float64, "cpu", name="MATLAB dlgradient Hessian-vector products")
 
 
-def fallback_eigs(engine, net="net", X="X", T="T", loss="mse", k: int = 6, which: str = "LA", **eig_options) -> dict:
+def fallback_eigs(engine, net="net", X="X", T="T", loss=None, k: int = 6, which: str = "LA", **eig_options) -> dict:
     """``k`` eigenpairs (thick-restart Lanczos of the core): ``dict(values, vectors, residuals, matvecs)``."""
     from hessian_core.spectral import eigsh
 
     op = fallback_operator(engine, net, X, T, loss)
     res = eigsh(op, k=k, which=which, **eig_options)
     return {"values": _np(res.values), "vectors": _np(res.vectors), "residuals": _np(res.residuals),
-            "matvecs": op.hvp.matvecs}
+            "matvecs": op.num_matvecs}
 
 
-def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int = 100, method: str = "hutch++",
+def fallback_trace(engine, net="net", X="X", T="T", loss=None, num_matvecs: int = 100, method: str = "hutch++",
                    seed: int | None = None) -> dict:
     """Randomized trace estimate (the core's Hutch++/Hutchinson/XTrace): ``dict(trace, stderr, num_matvecs)``."""
     from hessian_core.spectral import trace
@@ -117,19 +134,20 @@ def fallback_trace(engine, net="net", X="X", T="T", loss="mse", num_matvecs: int
     return {"trace": float(res.estimate), "stderr": float(res.stderr), "num_matvecs": int(res.num_matvecs)}
 
 
-def fallback_solve(engine, rhs, net="net", X="X", T="T", loss="mse", damping: float = 1e-3, rtol: float = 1e-8,
+def fallback_solve(engine, rhs, net="net", X="X", T="T", loss=None, damping: float = 1e-3, rtol: float = 1e-8,
                    maxiter: int | None = None) -> dict:
     """Solve ``(H + damping I) x = rhs`` by conjugate gradients (H + damping I must be positive definite):
     ``dict(x, info, matvecs)`` with scipy's ``info`` (0: converged)."""
-    from scipy.sparse.linalg import LinearOperator, cg
+    from scipy.sparse.linalg import cg
 
-    if not (np.isfinite(damping) and damping >= 0):
-        raise InvalidInputError(f"damping must be >= 0, got {damping}")
+    from hessian_core.arguments import check_real
+    from hessian_core.operators import IdentityOperator
+
+    damping = check_real(damping, "damping", nonnegative=True)
     H = fallback_operator(engine, net, X, T, loss)
-    A = LinearOperator(H.shape, matvec=lambda v: H.matvec(v) + damping * np.asarray(v).reshape(-1),
-                       dtype=np.float64)
-    x, info = cg(A, np.asarray(rhs, dtype=np.float64).reshape(-1), rtol=rtol, maxiter=maxiter)
-    return {"x": x, "info": int(info), "matvecs": H.hvp.matvecs}
+    A = H + damping * IdentityOperator(H)
+    x, info = cg(A.to_scipy(), np.asarray(rhs, dtype=np.float64).reshape(-1), rtol=rtol, maxiter=maxiter)
+    return {"x": x, "info": int(info), "matvecs": H.num_matvecs}
 
 
 def _np(t) -> np.ndarray:

@@ -28,6 +28,7 @@ from torch.func import vmap
 from .. import distributed
 from ..arguments import check_optional_int
 from ..errors import InvalidInputError
+from ..forward import tensor_versions as _versions
 from ..memory import chunk_size as _chunk_size
 from ..memory import format_bytes
 from ..objective import Objective
@@ -46,12 +47,15 @@ class Products:
     ``one(v)``: ``(P,) -> (P,)`` through a graph kept for this batch (a plain double backward), and
     ``batched(V)``: all columns of ``V`` through that same graph at once; given both, ``matmat`` measures
     which is faster per column for this model (:attr:`CurvatureOperator.block_mode`).
-    ``ready()`` builds the kept graph (so that a measurement times the products alone)."""
+    ``ready()`` builds the kept graph (so that a measurement times the products alone).
+    ``per_parameter(V)``: one column ``(P, 1)`` -> the product as a list of parameter-shaped tensors (what
+    :mod:`hessian_core.sample_slices` sums over slices in place)."""
 
     block: Callable
     one: Callable | None = None
     batched: Callable | None = None
     ready: Callable | None = None
+    per_parameter: Callable | None = None
 
     def __call__(self, V):
         return self.block(V)
@@ -140,6 +144,7 @@ class CurvatureOperator(LinearOperator):
                                else "deterministic"),
             "copies": [w for w, on in (("buffers", o.train_mode or probe.mutates_buffers),
                                        ("inputs", probe.mutates_inputs)) if on],
+            "composites": dict(o.substitutions),  # operations hessian_core.composites computes instead
         }
 
     # -- products ----------------------------------------------------------------------------------
@@ -335,20 +340,22 @@ class CurvatureOperator(LinearOperator):
 
     def _batched(self, fn, V: torch.Tensor) -> torch.Tensor:
         """Apply ``fn`` (tangent tuple -> tuple, one vector) to every column of ``V`` with ``vmap``; fall
-        back to a loop for models that vmap rejects (the first failure is reported once as a warning)."""
+        back to a loop for models that vmap rejects (the first failure is reported once as a warning). When
+        one vector at a time fails too, the failure is not vmap's: that error is raised."""
         tangents = self._tangents(V)
-        if self.vmap_ok:
+        if self.vmap_ok and V.shape[1] > 1:  # (one vector: a direct call, without vmap's overhead)
             try:
                 return self._flat_columns(vmap(fn, randomness="same")(tangents))
             except (RuntimeError, NotImplementedError) as e:
-                msg = str(e).lower()
-                if "vmap" not in msg and "batch" not in msg:
-                    raise
+                out = self._columns(fn, tangents, V.shape[1])  # raises the error of one product, if any
                 warnings.warn(f"{type(self).__name__}: vmap failed ({str(e).splitlines()[0]}); "
                               "falling back to one product at a time", RuntimeWarning, stacklevel=3)
                 self.vmap_ok = False
-        cols = [self.params.flatten(fn(tuple(t[j] for t in tangents))) for j in range(V.shape[1])]
-        return torch.stack(cols, dim=1)
+                return out
+        return self._columns(fn, tangents, V.shape[1])
+
+    def _columns(self, fn, tangents, k: int) -> torch.Tensor:
+        return torch.stack([self.params.flatten(fn(tuple(t[j] for t in tangents))) for j in range(k)], dim=1)
 
     # -- helpers for subclasses --------------------------------------------------------------------
     def _tangents(self, V: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -361,13 +368,6 @@ class CurvatureOperator(LinearOperator):
         return torch.cat([p.reshape(k, -1) for p in parts], dim=1).T
 
 
-def _versions(x) -> tuple:
-    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list)."""
-    if isinstance(x, torch.Tensor):
-        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
-    if isinstance(x, (tuple, list)):
-        return tuple(v for t in x for v in _versions(t))
-    return ()
 
 
 def _now(device: torch.device) -> float:

@@ -7,15 +7,17 @@ from torch import nn
 from torch.func import grad, vmap
 
 from ..errors import InvalidInputError
+from ..objective import default_count
 from .curvature import CurvatureOperator
 
 
 class EmpiricalFisherOperator(CurvatureOperator):
-    """Empirical Fisher ``F = sum_i g_i g_i^T / W`` with ``g_i`` the gradient of the loss of sample ``i``.
+    """Empirical Fisher ``F = sum_i c_i g_i g_i^T / W`` with ``g_i`` the gradient of the loss of sample ``i``.
 
-    The loss of a sample is ``loss_fn`` on that sample alone (a batch of one); ``W`` is the total count
-    for ``"mean"`` losses and 1 for ``"sum"``, as for the Hessian. Samples are sliced along dim 0 of the
-    inputs and targets. Not defined in train mode with BatchNorm (samples are not independent there).
+    The loss of a sample is ``loss_fn`` on that sample alone (a batch of one); ``c_i`` its count (1, or
+    what ``count_fn`` gives for it alone: a cross-entropy target's class weight, 0 when it is ignored), and
+    ``W`` the total count for ``"mean"`` losses and 1 for ``"sum"``, as for the Hessian. Samples are sliced
+    along dim 0 of the inputs and targets. Not defined in train mode with BatchNorm (samples are not independent there).
     """
 
     kind = "empirical Fisher"
@@ -51,8 +53,26 @@ class EmpiricalFisherOperator(CurvatureOperator):
                 for i in range(n)]
         return torch.stack(cols, dim=1)
 
-    def _prepare(self, ctx):
+    def weighted_gradients(self, ctx) -> torch.Tensor:
+        """Per-sample gradients times the square root of each sample's count, ``(P, n)``: a sample's count is
+        what ``count_fn`` gives for it alone (1 by default; for cross-entropy the class weight of its target,
+        0 when the target is ignored, whose gradient of 0/0 is then left out)."""
         G = self.sample_gradients(ctx)
+        obj = self.objective
+        if obj.count_fn is default_count:
+            return G
+        n = G.shape[1]
+        per_sample = getattr(obj.count_fn, "per_sample", None)  # vectorized for the torch losses' counts
+        if per_sample is not None:
+            counts = per_sample(ctx.inputs, ctx.targets).to(dtype=G.dtype, device=G.device)
+        else:
+            counts = torch.tensor([float(obj.count_fn(_index(ctx.inputs, i, keep=True),
+                                                      _index(ctx.targets, i, keep=True))) for i in range(n)],
+                                  dtype=G.dtype, device=G.device)
+        return torch.where(counts > 0, G * counts.clamp_min(0).sqrt(), 0)
+
+    def _prepare(self, ctx):
+        G = self.weighted_gradients(ctx)
         return lambda V: G @ (G.T @ V)
 
     def to_dense(self) -> torch.Tensor:
@@ -61,7 +81,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         out = torch.zeros(P, P, dtype=self.dtype, device=self.device)
 
         def contribution(ctx, acc, w):
-            G = self.sample_gradients(ctx)
+            G = self.weighted_gradients(ctx)
             acc.addmm_(G, G.T, alpha=w)
 
         return self.objective.accumulate(contribution, out, per_sample=True, desc="dense empirical Fisher")
@@ -70,7 +90,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         out = torch.zeros(self.size, dtype=self.dtype, device=self.device)
 
         def contribution(ctx, acc, w):
-            acc.add_(self.sample_gradients(ctx).square().sum(1), alpha=w)
+            acc.add_(self.weighted_gradients(ctx).square().sum(1), alpha=w)
 
         return self.objective.accumulate(contribution, out, per_sample=True, desc="empirical Fisher diagonal")
 
@@ -81,7 +101,9 @@ def _unsqueeze(x):
     return type(x)(t.unsqueeze(0) for t in x)
 
 
-def _index(x, i):
+def _index(x, i, keep: bool = False):
+    """Sample ``i`` of a tensor or tuple of tensors (``keep=True``: as a batch of one)."""
+    s = slice(i, i + 1) if keep else i
     if isinstance(x, torch.Tensor):
-        return x[i]
-    return type(x)(t[i] for t in x)
+        return x[s]
+    return type(x)(t[s] for t in x)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
 from torch.func import grad, jvp
 
-from ..arguments import check_choice
+from ..arguments import check_bool, check_choice
+from ..diagnosis import unsupported
 from ..errors import InvalidInputError
+from ..sample_slices import output_numel, plan, sliced_apply
+from . import self_check as _check
+from .autograd_products import transforms_unsupported, twice_differentiable
 from .curvature import CurvatureOperator, Products
 
 STRATEGIES = ("auto", "structured", "generic")
@@ -21,26 +26,48 @@ class HessianOperator(CurvatureOperator):
     (plain autograd), and each vector is one double backward through it (``H v = d(g . v)/d theta``); a
     block of vectors goes through the same graph one column at a time or all at once (autograd's batched
     gradients), whichever was measured faster for this model (:attr:`block_mode`). Reverse-over-reverse
-    needs only double backward, which every op has. Dense results (many vectors) first try
-    forward-over-reverse (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often faster through
-    convolutions; it trips on some torch losses (e.g. ``MSELoss``), and then the operator keeps to
-    reverse-over-reverse.
+    needs only double backward, which every op has; a graph through an ``autograd.Function`` marked
+    ``@once_differentiable`` is refused (its second derivative would be dropped). Dense results (many
+    vectors) first try forward-over-reverse (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often
+    faster through convolutions; where an op has no forward-mode derivative (or the self-check finds it
+    disagreeing) the operator keeps to reverse-over-reverse, and for models ``torch.func`` cannot run
+    (old-style autograd Functions, packed sequences) to plain autograd (``engine == "autograd"``).
+
+    ``self_check=True`` (default): on the first batch, two products check ``u^T H w = w^T H u`` and one
+    compares forward-over-reverse with reverse-over-reverse before its first use (:mod:`.self_check`); a
+    model whose PyTorch second derivatives are not symmetric is refused with its modules named.
+
+    A batch whose product would exceed the memory budget is processed in slices of samples, exactly, for
+    the losses of :mod:`hessian_core.loss_hessians` (:mod:`hessian_core.sample_slices`).
 
     ``to_dense()`` and ``diagonal()`` pick a strategy (``strategy=``): ``"auto"`` (default) uses the
     structured path of :mod:`hessian_core.structured` when the model allows it and the generic chunked
-    products otherwise; ``"generic"`` always uses the products; ``"structured"`` raises
-    :class:`~hessian_core.errors.InvalidInputError` when the structured path does not apply. :meth:`plan`
-    says which path applies to this model and why.
+    products otherwise (also when the structured path fails on this model); ``"generic"`` always uses the
+    products; ``"structured"`` raises :class:`~hessian_core.errors.InvalidInputError` when the structured
+    path does not apply. :meth:`plan` says which paths apply to this model, which ran, and why.
     """
 
     kind = "Hessian"
 
     def __init__(self, model, loss_fn=None, data=None, *, strategy: str = "auto", chunk_size: int | None = None,
-                 **objective_options):
+                 self_check: bool = True, **objective_options):
         super().__init__(model, loss_fn, data, chunk_size=chunk_size, **objective_options)
         self.strategy = check_choice(strategy, "strategy", STRATEGIES)
+        self.self_check = check_bool(self_check, "self_check")
         #: False once forward-over-reverse failed on this model (blocks then use reverse-over-reverse)
         self.forward_over_reverse_ok = True
+        #: why forward-over-reverse is not used (None while it is)
+        self.forward_over_reverse_note: str | None = None
+        #: "torch.func" (forward-over-reverse transforms for dense columns) or "autograd" (plain autograd only,
+        #: for models torch.func rejects); products of one vector or a block are plain autograd either way
+        self.engine = "torch.func"
+        self.engine_note: str | None = None
+        #: the self-check's result on the first batch (None before it ran)
+        self.check_report: str | None = None
+        #: whether forward-over-reverse was compared with reverse-over-reverse (before its first use)
+        self.forward_checked = False
+        #: whether a graph of this operator was checked for @once_differentiable Functions
+        self.graph_checked = False
         #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
         self.last_strategy: str | None = None
         #: which computation that was ("Linear chain", "graph (per sample, ...)", "square-root factors",
@@ -48,19 +75,57 @@ class HessianOperator(CurvatureOperator):
         self.last_path: str | None = None
 
     def _options(self) -> dict:
-        return {**super()._options(), "strategy": self.strategy}
+        return {**super()._options(), "strategy": self.strategy, "self_check": self.self_check}
+
+    def with_params(self, params):
+        """The same operator for a subset of the parameters (a diagonal block). The self-check runs once, on
+        all parameters (a block alone can be numerically zero: the bias before a train-mode BatchNorm), and
+        the block inherits its verdict."""
+        child = super().with_params(params)
+        if self.self_check:
+            self._check_now()
+            child.check_report = f"{self.check_report} (on all {self.size} parameters)"
+            child.forward_over_reverse_ok, child.forward_over_reverse_note = (
+                self.forward_over_reverse_ok, self.forward_over_reverse_note)
+            child.forward_checked = self.forward_checked
+            child.engine, child.engine_note = self.engine, self.engine_note
+        return child
+
+    def _check_now(self):
+        """Run the self-check on the first batch, if it has not run yet."""
+        if self.check_report is not None:
+            return
+        o = self.objective
+        o.validate()
+        with contextlib.closing(o.contexts()) as batches:
+            ctx = next(batches)
+            try:
+                self._prepare(ctx)
+            except (RuntimeError, NotImplementedError) as e:
+                if isinstance(e, torch.OutOfMemoryError):
+                    raise
+                o._abort_peers()
+                raise unsupported(o, ctx, e, "Hessian (self-check)") from e
+            except Exception:
+                o._abort_peers()
+                raise
 
     def plan(self) -> dict:
         from ..structured import dense_plan, diagonal_plan
 
         o = self.objective
         random = o.train_mode or o.validate().random
-        columns = ("forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
-                   if self.forward_over_reverse_ok and not random else "reverse-over-reverse (batched double backward)")
+        if self.engine == "autograd":
+            columns = "plain autograd double backward through the batch's graph"
+        elif self.forward_over_reverse_ok and not random:
+            columns = "forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
+        else:
+            columns = "reverse-over-reverse (batched double backward)"
         dense, why_dense = dense_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
         diag, why_diag = diagonal_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
-        return {
+        out = {
             **super().plan(),
+            "engine": self.engine + (f" ({self.engine_note})" if self.engine_note else ""),
             "products": {"one vector": "a double backward through the batch's graph (plain autograd)",
                          "blocks (matmat)": self._block_plan(),
                          "block size for eigsh and the estimators": self.block_size(),
@@ -68,9 +133,24 @@ class HessianOperator(CurvatureOperator):
             "dense": ("structured: " if dense else "generic chunked products: ") + why_dense,
             "diagonal": ("structured: " if diag else "generic unit-vector products: ") + why_diag,
             "last dense or diagonal": self.last_path or "none yet",
+            "self-check": (self.check_report or "on the first batch") if self.self_check else "off (self_check=False)",
         }
+        if self.forward_over_reverse_note:
+            out["forward-over-reverse"] = self.forward_over_reverse_note
+        if "structured" in o.notes:
+            out["structured fallback"] = o.notes["structured"]
+        return out
 
     def _prepare(self, ctx):
+        # A batch whose product would exceed the budget goes in exact slices of samples (standard losses).
+        item = self.itemsize
+        A, S = self.objective.validate().activation_numel, output_numel(self.objective)
+        slices = plan(self, ctx, item * (3 * A + 4 * S), self.budget)
+        if slices:
+            return sliced_apply(self, ctx, self._prepare_whole, slices)
+        return self._prepare_whole(ctx)
+
+    def _prepare_whole(self, ctx) -> Products:
         primals = self.params.primals()
         random = self.objective.train_mode or self.objective.validate().random
         kept = []  # (leaves, gradient with its graph, indices of the gradient parts that depend on theta)
@@ -83,18 +163,25 @@ class HessianOperator(CurvatureOperator):
                 leaves = tuple(own) if self.objective._own(own) else tuple(
                     p.detach().requires_grad_(True) for p in primals)
                 with torch.enable_grad():
-                    grads = torch.autograd.grad(ctx.loss(leaves), leaves, create_graph=True, allow_unused=True)
+                    loss = ctx.loss(leaves)
+                    if not self.graph_checked:  # once per operator: a graph walk
+                        twice_differentiable(loss)
+                        self.graph_checked = True
+                    grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
                 kept.append((leaves, grads, [i for i, g in enumerate(grads) if g is not None and g.requires_grad]))
             return kept[0]
 
-        def one(v):  # H v = d(g . v)/d theta: one double backward through the kept graph
+        def parts_of(v):  # H v per parameter: one double backward through the kept graph
             leaves, grads, used = ready()
             if not used:
-                return torch.zeros_like(v)
+                return [torch.zeros_like(t) for t in leaves]
             parts = v.split(self.params.numels)
             hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i].view(leaves[i].shape) for i in used],
                                      retain_graph=True, allow_unused=True)
-            return torch.cat([(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, leaves)])
+            return [h if h is not None else torch.zeros_like(t) for h, t in zip(hv, leaves)]
+
+        def one(v):
+            return torch.cat([h.reshape(-1) for h in parts_of(v)])
 
         def batched(V):  # every column through the kept graph at once (autograd's batched gradients)
             leaves, grads, used = ready()
@@ -106,29 +193,82 @@ class HessianOperator(CurvatureOperator):
             k = V.shape[1]
             return self._flat_columns([h if h is not None else t.new_zeros((k, *t.shape)) for h, t in zip(hv, leaves)])
 
-        def block(V):  # many columns (dense results): forward-over-reverse where it works, else batched
+        def loop(V):
+            return torch.stack([one(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+        def reverse(V):  # several columns through the kept graph: batched where autograd can, else a loop
             if V.shape[1] == 1:
                 return one(V[:, 0])[:, None]
-            if self.forward_over_reverse_ok and not random:
-                # Forward-over-reverse is often faster through convolutions; where an op lacks forward-mode
-                # support (e.g. MSELoss's ZeroTensor in torch 2.13) it raises and this operator stays with
-                # reverse-over-reverse. Not for random forwards: each chunk reruns the forward, and the draws
-                # must stay those of the one reverse-mode graph.
-                try:
-                    return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
-                except (RuntimeError, NotImplementedError):
-                    self.forward_over_reverse_ok = False
-                    self.vmap_ok = True
             if self.vmap_ok:
                 try:
                     return batched(V)
                 except (RuntimeError, NotImplementedError) as e:
-                    warnings.warn(f"{type(self).__name__}: batched double backward failed "
-                                  f"({str(e).splitlines()[0]}); one product at a time", RuntimeWarning, stacklevel=3)
+                    out = loop(V)  # raises the error of one product, if any (then it is not batching's)
+                    if not transforms_unsupported(e):
+                        warnings.warn(f"{type(self).__name__}: batched double backward failed "
+                                      f"({str(e).splitlines()[0]}); one product at a time", RuntimeWarning,
+                                      stacklevel=3)
                     self.vmap_ok = False
-            return torch.stack([one(V[:, j]) for j in range(V.shape[1])], dim=1)
+                    return out
+            return loop(V)
 
-        return Products(block=block, one=one, batched=batched, ready=ready)
+        def forward(V):
+            return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
+
+        def block(V):  # many columns (dense results): forward-over-reverse where it works, else reverse
+            if V.shape[1] > 1 and self.engine == "torch.func" and self.forward_over_reverse_ok and not random:
+                # Forward-over-reverse is often faster through convolutions. Not for random forwards: each
+                # chunk reruns the forward, and the draws must stay those of the one reverse-mode graph.
+                if self.self_check and not self.forward_checked and self.check_report is not None:
+                    self._check_forward(forward, reverse)
+                if self.forward_over_reverse_ok and self.engine == "torch.func":
+                    try:
+                        return forward(V)
+                    except (RuntimeError, NotImplementedError) as e:
+                        self._forward_failed(e)
+                        self.vmap_ok = True
+            return reverse(V)
+
+        if self.self_check and self.check_report is None:
+            self.check_report = _check.check_symmetry(self, loop, "Hessian")
+        return Products(block=block, one=one, batched=batched, ready=ready,
+                        per_parameter=lambda V: parts_of(V[:, 0]))
+
+    def _forward_failed(self, e: BaseException) -> None:
+        """Forward-over-reverse raised ``e``: torch.func cannot run the model at all (plain autograd from now
+        on), or some op has no forward-mode derivative (reverse-over-reverse for dense columns)."""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if transforms_unsupported(e):
+            self.engine = "autograd"
+            self.engine_note = "torch.func cannot run this model: " + first[:120]
+        self._no_forward_over_reverse("no forward-mode derivative here: " + first)
+
+    def _check_forward(self, forward, reverse):
+        """Forward-over-reverse against reverse-over-reverse on one probe, before forward-over-reverse is used
+        for the first time (a wrong nested forward-mode derivative is then never used)."""
+        self.forward_checked = True
+        tol = _check.tolerance(self.dtype)
+        known = _check.remembered(self, "forward-over-reverse")
+        if tol is None or known is not None:
+            self.check_report += "; forward-over-reverse " + (known or "unchecked")
+            return
+        u = _check.probes(self.params, 1)
+        try:
+            diff = _check.relative_difference(forward(u), reverse(u))
+        except (RuntimeError, NotImplementedError) as e:
+            self._forward_failed(e)
+            return
+        if diff > tol:
+            self._no_forward_over_reverse(
+                f"disagreed with reverse-over-reverse by {diff:.1e} (relative) in the self-check: PyTorch's nested "
+                "forward-mode derivative is wrong here; reverse-over-reverse is used")
+        else:
+            self.check_report += f"; forward-over-reverse agrees ({diff:.1e})"
+            _check.remember(self, "forward-over-reverse", f"agrees ({diff:.1e})")
+
+    def _no_forward_over_reverse(self, why: str):
+        self.forward_over_reverse_ok = False
+        self.forward_over_reverse_note = why[:200]
 
     # -- dense results: structured when possible -----------------------------------------------------
     def _structured(self, fn, what: str):
@@ -136,20 +276,27 @@ class HessianOperator(CurvatureOperator):
         if self.strategy == "generic":
             self.last_strategy, self.last_path = "generic", "generic products (strategy='generic')"
             return None
+        notes = self.objective.notes
+        notes.pop("structured", None)  # (a structured path that fails records why there)
         result = fn(self.objective, force=self.strategy == "structured")
         if result.value is None:
+            if "structured" in notes:
+                notes["structured"] += "; the generic path ran instead"
             if self.strategy == "structured":
                 raise InvalidInputError(
                     f"strategy='structured': the {what} of this model cannot use the structured path "
                     f"({result.path}); use strategy='auto' or 'generic'")
             self.last_strategy, self.last_path = "generic", f"generic products (structured: {result.path})"
             return None
+        if "structured" in notes:
+            notes["structured"] += f"; {result.path} ran instead"
         self.last_strategy, self.last_path = "structured", f"structured: {result.path}"
         return result.value
 
     def to_dense(self) -> torch.Tensor:
-        """The whole ``(P, P)`` Hessian: structured (Kronecker blocks, one GEMM per layer pair) for Linear
-        chains, else chunked vmapped products; memory checked against the budget either way."""
+        """The whole ``(P, P)`` Hessian: structured (Kronecker blocks for Linear chains, second-order
+        propagation through traced graphs) where that applies and pays, else chunked products; memory checked
+        against the budget either way."""
         from ..structured import structured_dense
 
         P = self.size
@@ -161,8 +308,9 @@ class HessianOperator(CurvatureOperator):
         return H
 
     def diagonal(self) -> torch.Tensor:
-        """Exact diagonal ``(P,)``: one Hessian backpropagation per batch for Linear chains and Sequentials
-        with convolutions (:mod:`hessian_core.structured`), else products with unit vectors."""
+        """Exact diagonal ``(P,)``: Hessian backpropagation for Linear chains, square-root factors for
+        Sequentials with convolutions, the graph engine for traced models (:mod:`hessian_core.structured`),
+        else products with unit vectors."""
         from ..structured import structured_diagonal
 
         d = self._structured(structured_diagonal, "Hessian diagonal")

@@ -11,7 +11,7 @@ from ..errors import InvalidInputError, NonFiniteError
 from ..operators import ClosureHessianOperator, GGNOperator
 from ..params import ParamSpec, spec_of
 from .base import CurvatureOptimizer
-from .cg import martens_cg
+from .cg import martens_cg, preconditioner_of
 from .damping import LevenbergMarquardt, gain_ratio
 
 
@@ -44,6 +44,11 @@ class HessianFree(CurvatureOptimizer):
     5. line search (``line_search=True``): Armijo (``c = 1e-2``) from ``lr``, shrinking by 0.8, at most
        ``max_line_search`` times; if nothing lowers the loss the parameters are left unchanged.
 
+    ``preconditioner``: ``M^{-1}`` for preconditioned CG in step 2: an operator (e.g. ``kfac.inverse(d)`` of a
+    :class:`~hessian_core.kfac.KFACOperator` over the same parameters in the model's order) or a callable
+    ``f(damping) -> operator`` called at each step with the current LM damping ``lambda``, e.g.
+    ``lambda lam: hc.KFACOperator(model, loss_fn, batch).inverse(lam)``.
+
     Returns the loss before the step. ``state['last']`` has the CG iterations, the chosen iterate, ``rho``,
     the damping and the step size; ``state`` counts ``closure_evals`` and ``curvature_products``.
     """
@@ -53,7 +58,7 @@ class HessianFree(CurvatureOptimizer):
                  adaptive_damping: bool = True, max_cg_iters: int = 250, min_cg_iters: int = 1,
                  cg_tol: float = 5e-4, cg_decay: float = 0.95, backtrack: bool = True,
                  line_search: bool = True, max_line_search: int = 30, memory_budget=None,
-                 progress: bool | None = False, curvature_options: dict | None = None):
+                 progress: bool | None = False, curvature_options: dict | None = None, preconditioner=None):
         if curvature is None:
             curvature = "ggn" if model is not None else "hessian"
         if curvature not in ("ggn", "hessian"):
@@ -75,6 +80,7 @@ class HessianFree(CurvatureOptimizer):
                         line_search=line_search, max_line_search=max_line_search, memory_budget=memory_budget,
                         progress=progress)
         super().__init__(params, defaults)
+        self.preconditioner = preconditioner
 
     def _make_spec(self, tensors) -> ParamSpec:
         if self.model is None:
@@ -131,7 +137,8 @@ class HessianFree(CurvatureOptimizer):
             warm = st.get("cg_solution")
             warm = group["cg_decay"] * warm if warm is not None and warm.shape == g.shape else None
             res = martens_cg(matvec, g, warm, damping=lam, max_iter=group["max_cg_iters"],
-                             min_iter=group["min_cg_iters"], tol=group["cg_tol"])
+                             min_iter=group["min_cg_iters"], tol=group["cg_tol"],
+                             precondition=preconditioner_of(self.preconditioner, lam, self.spec.numel))
             if not bool(torch.isfinite(res.step).all()):
                 raise NonFiniteError("the CG solution is not finite; raise the damping")
             st["cg_solution"] = res.step

@@ -9,7 +9,7 @@ import torch
 from ..errors import InvalidInputError, NonFiniteError
 from ..operators import ClosureHessianOperator
 from .base import CurvatureOptimizer
-from .cg import steihaug_cg
+from .cg import preconditioner_of, steihaug_cg
 from .damping import gain_ratio
 
 
@@ -34,6 +34,10 @@ class NewtonCG(CurvatureOptimizer):
         max_trials: retries per step (trust region) or halvings (line search); if none succeeds the
             parameters are left unchanged and a warning is given.
         memory_budget: bytes (or ``"2GB"``) for batched products.
+        preconditioner: ``M^{-1}`` for preconditioned CG: an operator (e.g. ``kfac.inverse(1e-3)`` of a
+            :class:`~hessian_core.kfac.KFACOperator` over the same parameters in the same order) or a callable
+            ``f(damping) -> operator`` called at each step (a fresh one at the current parameters); the trust
+            region is then measured in the norm of ``M`` (see :func:`~hessian_core.optim.cg.steihaug_cg`).
 
     Negative curvature met by CG is followed downhill to the trust-region boundary (counted in
     ``state['negative_curvature']``); every step is a descent direction. Costs per trial: one closure
@@ -44,7 +48,7 @@ class NewtonCG(CurvatureOptimizer):
     def __init__(self, params, lr: float = 1.0, damping: float = 0.0, *, trust_region: bool = True,
                  radius: float = 1.0, max_radius: float = 1e3, eta: float = 1e-4,
                  max_cg_iters: int | None = None, cg_rtol: float | None = None, max_trials: int = 10,
-                 memory_budget=None):
+                 memory_budget=None, preconditioner=None):
         for name, value in (("lr", lr), ("radius", radius), ("max_radius", max_radius)):
             if not value > 0:
                 raise InvalidInputError(f"{name} must be > 0, got {value}")
@@ -56,6 +60,7 @@ class NewtonCG(CurvatureOptimizer):
                         max_radius=max_radius, eta=eta, max_cg_iters=max_cg_iters, cg_rtol=cg_rtol,
                         max_trials=max_trials, memory_budget=memory_budget)
         super().__init__(params, defaults)
+        self.preconditioner = preconditioner
 
     def _operator(self, closure):
         op = ClosureHessianOperator(closure, self.spec, memory_budget=self.budget(), progress=False)
@@ -69,8 +74,9 @@ class NewtonCG(CurvatureOptimizer):
             calls[0] += 1
             return op.matvec(v)
 
+        precondition = preconditioner_of(self.preconditioner, group["damping"], self.spec.numel)
         res = steihaug_cg(matvec, op.grad, radius, damping=group["damping"], rtol=group["cg_rtol"],
-                          max_iter=group["max_cg_iters"])
+                          max_iter=group["max_cg_iters"], precondition=precondition)
         self.count("hvps", calls[0])
         if res.negative_curvature:
             self.count("negative_curvature")

@@ -31,8 +31,9 @@ def orthonormalize(
     vectors orthogonal to ``V`` and to the rest of ``Q``; their rows of ``R`` are zero, so ``W = Q R`` still
     holds. This keeps a Krylov basis growing after an invariant subspace was found.
     """
-    if rtol is None:
-        rtol = torch.finfo(W.dtype).eps * W.shape[0] * 10
+    if rtol is None:  # rounding grows with the length, but a cut above sqrt(eps) would drop real directions
+        eps = torch.finfo(W.dtype).eps  # (float32 with P > 840k put it above 1: every direction was dropped)
+        rtol = min(eps * W.shape[0] * 10, eps**0.5)
     U, S, Zh = torch.linalg.svd(W, full_matrices=False)
     R = S[:, None] * Zh
     bad = S <= rtol * max(float(S.max()) if S.numel() else 0.0, 0.0)

@@ -102,17 +102,19 @@ def _stderr(samples: torch.Tensor) -> float:
 
 def sketch_basis(A: LinearOperator, s: int, gen, distribution) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal ``Q`` (P, min(s, P)) of the range of ``A S`` for ``s`` random probes, and ``S``."""
+    A.check_fits(5 * A.size * s * A.itemsize, f"the Hutch++ sketch ({s} vectors of length {A.size})",
+                 "fewer num_matvecs, or method='hutchinson' (probes in blocks within the budget)")
     S = probes(gen, (A.size, s), A.dtype, A.device, distribution)
     Q, _ = torch.linalg.qr(A.matmat(S))
     return Q[:, : min(s, A.size)], S
 
 
 def _hutchpp(A: LinearOperator, m: int, gen, distribution) -> TraceResult:
-    s = m // 3
+    s = min(m // 3, A.size)  # a sketch of P vectors spans everything: the trace is then exact
     Q, _ = sketch_basis(A, s, gen, distribution)
     exact = float((Q * A.matmat(Q)).sum())
     g = m - A.num_matvecs
-    if g <= 0:
+    if g <= 0 or s == A.size:
         return TraceResult(exact, 0.0, A.num_matvecs, "hutch++")
     samples = hutchinson_samples(A, g, gen, project=lambda Z: Z - Q @ (Q.T @ Z), distribution=distribution)
     return TraceResult(exact + float(samples.mean()), _stderr(samples), A.num_matvecs, "hutch++")
@@ -133,7 +135,10 @@ class ExchangeableSketch:
 
 
 def exchangeable_sketch(A: LinearOperator, s: int, gen, distribution: str = "rademacher") -> ExchangeableSketch:
-    """``2 s`` products: ``A W`` and ``A Q``."""
+    """``2 s`` products: ``A W`` and ``A Q``. ``s`` is at most ``P`` (then the sketch is exact)."""
+    s = min(s, A.size)
+    A.check_fits(8 * A.size * s * A.itemsize, f"the exchangeable sketch ({s} probes of length {A.size}, with their "
+                 "products and leave-one-out terms)", "fewer num_matvecs, or method='hutchinson' (probes in blocks)")
     W = probes(gen, (A.size, s), A.dtype, A.device, distribution)
     AW = A.matmat(W)
     Q, R = torch.linalg.qr(AW)

@@ -146,13 +146,13 @@ def _pool_indices(m, x):
 
 
 def _max_pool_pullback(m, x, S, idx):
-    """Each column's entries back to the argmax positions of its pooling windows."""
+    """Each column's entries back to the argmax positions of its pooling windows, summed where overlapping
+    windows share one (``max_unpool`` would keep only one of them)."""
     n, c = S.shape[:2]
-    unpool = F.max_unpool2d if type(m) is nn.MaxPool2d else F.max_unpool1d
-    flat = S.reshape(n * c, *S.shape[2:])
-    index = idx.unsqueeze(1).expand(n, c, *idx.shape[1:]).reshape(flat.shape)
-    return unpool(flat, index, m.kernel_size, m.stride, m.padding, output_size=x.shape[2:]).reshape(
-        n, c, *x.shape[1:])
+    flat = S.reshape(n, c, x.shape[1], -1)
+    index = idx.reshape(n, 1, x.shape[1], -1).expand_as(flat)
+    out = S.new_zeros(n, c, x.shape[1], x[0, 0].numel())
+    return out.scatter_add_(3, index, flat).reshape(n, c, *x.shape[1:])
 
 
 def _derivatives(m, x):
@@ -201,7 +201,10 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
             inputs.append(x)
             pooled = _pool_indices(m, x)  # max pooling: keep where each maximum came from
             indices.append(None if pooled is None else pooled[1])
-            x = m(x) if pooled is None else pooled[0]
+            if pooled is not None:
+                x = pooled[0]
+            else:  # an in-place activation would overwrite the input kept for its derivatives
+                x = m(x.clone()) if getattr(m, "inplace", False) else m(x)
         # The modules act on each sample alone (eval mode), so the model's own output for the first sample
         # checks the chain (guards against anything the parse missed) at a fraction of a second forward.
         first = inputs[0][:1]
@@ -219,11 +222,14 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
     widest = max(t[0].numel() for t in inputs + [x])
     per_sample = 3 * out.element_size() * columns * widest
     step = max(1, work_bytes // per_sample)
-    for a in range(0, shape[0], step):
-        sl = slice(a, a + step)
-        _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
-                  lowest, weight, None if factor is None else (factor[0][sl], factor[1][sl]),
-                  [None if i is None else i[sl] for i in indices])
+    # no_grad: the pullbacks through the modules' own parameters would attach the result to their graph
+    # (torch.func's transforms compute their derivatives regardless of an outer no_grad)
+    with torch.no_grad():
+        for a in range(0, shape[0], step):
+            sl = slice(a, a + step)
+            _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
+                      lowest, weight, None if factor is None else (factor[0][sl], factor[1][sl]),
+                      [None if i is None else i[sl] for i in indices])
 
 
 def _is_elementwise(m) -> bool:

@@ -514,22 +514,29 @@ class BatchGraph:
         data = [values[i].data for i in ins]
         g = self.adjoint[node.out][sl]
         primals = [lookup(i) for i in ins]
+        # the call's other per-sample inputs (constants of the Hessian that still differ by sample: a branch
+        # whose parameters are not differentiated) go per sample too
+        extra = [j for j in _refs(node) if j not in ins and values[j].data and values[j].tensor.dim() > 0
+                 and values[j].tensor.shape[0] == self.N]
 
-        def c_of(gn, single):
+        def c_of(gn, single, es):
             def c(*zs):
                 env = {i: (z[None] if (single and d) else z) for i, z, d in zip(ins, zs, data)}
+                env.update({j: (e[None] if single else e) for j, e in zip(extra, es)})
                 out = self._call(node, lambda j: env[j] if j in env else lookup(j), 1 if single else n)
                 return (gn * (out[0] if single else out)).sum()
             return c
 
-        def hvps(gn, ps, ts, single):
-            _, fn = vjp(grad(c_of(gn, single), argnums=tuple(range(len(ps)))), *ps)
+        def hvps(gn, ps, ts, single, es=()):
+            _, fn = vjp(grad(c_of(gn, single, es), argnums=tuple(range(len(ps)))), *ps)
             return vmap(lambda *u: fn(tuple(u)))(*ts)
 
         K = hi - lo
         if self.per_sample:
-            in_dims = (0, tuple(0 if d else None for d in data), tuple(1 if d else None for d in data))
-            HT = vmap(lambda gn, ps, ts: hvps(gn, ps, ts, True), in_dims=in_dims)(g, tuple(primals), tuple(padded))
+            in_dims = (0, tuple(0 if d else None for d in data), tuple(1 if d else None for d in data),
+                       tuple(0 for _ in extra))
+            HT = vmap(lambda gn, ps, ts, es: hvps(gn, ps, ts, True, es), in_dims=in_dims)(
+                g, tuple(primals), tuple(padded), tuple(lookup(j) for j in extra))
             # HT[v]: (n, K, ...) per variable; pair it with the variable's own (unpadded) tangent rows
             for i, H, d in zip(ins, HT, data):
                 t = tan[i]
@@ -593,6 +600,26 @@ class BatchGraph:
         _, fn = vjp(grad(lambda z: self.loss_of_outputs(z)), o)
         H = vmap(lambda u: fn(u)[0])(out.T)
         self._gram(X, out.lo, out.T, H)
+
+
+def _refs(node) -> list[int]:
+    """Indices of the traced values a call reads (its :class:`~.trace.Ref` arguments), once each."""
+    out: list[int] = []
+
+    def walk(x):
+        if isinstance(x, Ref):
+            if x.index not in out:
+                out.append(x.index)
+        elif isinstance(x, (tuple, list)):
+            for t in x:
+                walk(t)
+        elif isinstance(x, dict):
+            for t in x.values():
+                walk(t)
+
+    walk(node.args)
+    walk(node.kwargs)
+    return out
 
 
 def _pad(t: Tangent, lo: int, hi: int) -> torch.Tensor:

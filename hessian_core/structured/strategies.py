@@ -9,8 +9,11 @@ square-root factors of a Sequential with convolutions (:mod:`.factored_diagonal`
 
 Every structured result goes through :meth:`Objective.accumulate` (global normalization over batches,
 eval-mode policy, progress bar) and is checked against the model's own output on every batch; when any
-batch turns out not to fit (an op without a rule, inputs of another shape), the partial result is dropped
-and ``None`` is returned with the reason, so the fallback is silent and always exact.
+batch turns out not to fit (an op without a rule, inputs of another shape, a loss that couples samples), the
+partial result is dropped and ``None`` is returned with the reason, so the fallback is silent and always
+exact. Any other failure inside a structured path (an in-place activation, a loss the path cannot evaluate)
+falls back the same way, and ``objective.notes["structured"]`` records why for ``plan()``: a fast path never
+fails where the generic path works.
 """
 
 from __future__ import annotations
@@ -75,8 +78,20 @@ def _accumulate(objective, contribution, out, desc: str, path: str) -> Outcome:
             contribution(ctx, acc, w)
         except NotApplicable as e:
             failed.append(f"batch {ctx.index}: {e}")
+        except Exception as e:  # noqa: BLE001 - any failure of a fast path falls back to the generic path
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            failed.append(f"batch {ctx.index}: {type(e).__name__}: {first}")
+            objective.notes["structured"] = f"{path} ({desc}) failed on batch {ctx.index} ({type(e).__name__}: " \
+                                            f"{first})"
 
-    objective.accumulate(guarded, out, desc=desc)
+    try:
+        objective.accumulate(guarded, out, desc=desc)
+    except HessianCoreError:  # the data's, the budget's or a peer rank's: the generic path would raise it too
+        raise
+    except Exception as e:  # noqa: BLE001 - a torch error on the structured result: the generic path decides
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        objective.notes["structured"] = f"{path} ({desc}) failed ({type(e).__name__}: {first})"
+        return Outcome(None, f"{type(e).__name__}: {first}")
     if distributed.any_rank(objective, bool(failed)):
         return Outcome(None, failed[0] if failed else "another rank's batch does not fit the structured path")
     return Outcome(out, path)

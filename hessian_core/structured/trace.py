@@ -132,15 +132,19 @@ class _Recorder(TorchFunctionMode):
         targs = self._template(args, refs)
         tkwargs = self._template(kwargs, refs)
         values = self.trace.values
+        name = _name_of(func)
         dep_in = [i for i in refs if values[i].dep]
         data_in = any(values[i].data for i in refs)
-        name = _name_of(func)
-        if not dep_in and not data_in:
-            return func(*args, **kwargs)  # constants: nothing to record
+        if not dep_in and not data_in:  # constants: nothing to record
+            out = func(*args, **kwargs)
+            if any(t.requires_grad for t in _tensors(out)):
+                _check_autograd_agrees(values, refs, args, kwargs, name, {id(values[i].tensor) for i in refs})
+            return out
         if dep_in and name in _TO_NUMBER:
             raise NotApplicable(f"the forward turns a value that depends on the parameters into a number ({name})")
         if "out" in kwargs and kwargs["out"] is not None:
             raise NotApplicable(f"{name}(out=...)")
+        traced = {id(values[i].tensor) for i in refs}  # (before an in-place call replaces a value's tensor)
         replay, rkwargs = func, tkwargs
         inplace = _is_inplace(func, name, kwargs)
         if inplace:
@@ -153,6 +157,8 @@ class _Recorder(TorchFunctionMode):
                 values[target].tensor = args[0].clone()
         out = func(*args, **kwargs)
         grad_on = torch.is_grad_enabled()
+        if any(t.requires_grad for t in _tensors(out)):  # a result autograd differentiates: from traced values?
+            _check_autograd_agrees(values, refs, args, kwargs, name, traced)
         if isinstance(out, torch.Tensor):
             dep = bool(dep_in) and grad_on and out.is_floating_point() and name not in _DETACH
             data = data_in and out.dim() > 0
@@ -169,6 +175,34 @@ class _Recorder(TorchFunctionMode):
                 if isinstance(t, torch.Tensor):
                     self.trace.add(t, False, data_in and t.dim() > 0)
         return out
+
+
+def _check_autograd_agrees(values, refs, args, kwargs, name, traced: set) -> None:
+    """Autograd (the parameters require grad while tracing) and the trace must agree on what depends on the
+    parameters: a tensor the trace does not know, or knows as a constant, that autograd says depends on them
+    was made by something the recorder did not see (a custom ``autograd.Function``, whose derivative is its
+    own backward rather than its forward's ops, or a call that bypasses ``__torch_function__``). ``traced``:
+    ids of the tensors of ``refs`` as the call received them."""
+    for i in set(refs):
+        v = values[i]
+        if not v.dep and v.tensor.requires_grad and v.param is None:
+            raise NotApplicable(f"{name} reads a value autograd differentiates that the trace holds as a constant "
+                                "(made by a custom autograd.Function or another call the trace cannot see)")
+    for t in _tensors((args, kwargs)):
+        if t.requires_grad and id(t) not in traced:
+            raise NotApplicable(f"{name} reads a tensor that depends on the parameters but was not traced (made by "
+                                "a custom autograd.Function or another call the trace cannot see)")
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for t in x:
+            yield from _tensors(t)
+    elif isinstance(x, dict):
+        for t in x.values():
+            yield from _tensors(t)
 
 
 def _name_of(func) -> str:
@@ -201,7 +235,9 @@ def trace_forward(objective, ctx, primals) -> tuple[Trace, list[torch.Tensor]]:
     """Run ``objective``'s model on batch ``ctx`` once and record it. Returns the trace and the parameter
     tensors used (aliases of ``primals``: Value ``i`` is parameter ``i``)."""
     trace = Trace()
-    params = [p.detach() for p in primals]
+    # The parameters require grad while tracing, so that autograd can confirm what the trace records as
+    # depending on them (:func:`_check_autograd_agrees`); every value is detached afterwards.
+    params = [p.detach().requires_grad_(True) for p in primals]
     for i, p in enumerate(params):
         trace.add(p, True, False, param=i)
     inputs = ctx.inputs
@@ -216,4 +252,7 @@ def trace_forward(objective, ctx, primals) -> tuple[Trace, list[torch.Tensor]]:
     if index is None or not trace.values[index].dep or not trace.values[index].data:
         raise NotApplicable("the model output does not depend on both the inputs and the parameters")
     trace.output = index
-    return trace, params
+    for v in trace.values:
+        v.tensor = v.tensor.detach()
+    trace._ids = {id(v.tensor): i for i, v in enumerate(trace.values)}
+    return trace, [trace.values[i].tensor for i in range(len(params))]

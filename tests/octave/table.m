@@ -1,9 +1,10 @@
 classdef table
-    % Octave test double of MATLAB's table, from the documentation, limited to what dlnetwork's
-    % Learnables/State/Connections tables need: T = table(var1, ..., 'VariableNames', names),
-    % T.Name (the column), T.Name = column, T.Name{i}, T.Name{i} = x, T.Properties.VariableNames,
-    % height(T), width(T), size(T). Text columns are cellstr (MATLAB's dlnetwork uses string arrays;
-    % Octave has no string class, and hessiancore reads both with cellstr()).
+    % Octave test double of MATLAB's table (https://www.mathworks.com/help/matlab/ref/table.html), limited
+    % to what dlnetwork's Learnables/State/Connections tables need: T = table(var1, ..., 'VariableNames',
+    % names) with columns of equal height (cell, string or numeric), T.Name (the column), T.Name = column,
+    % T.Name{i}, T.Name{i} = x, T.Properties.VariableNames, height(T), width(T), size(T), isempty(T)
+    % (true with no rows or no variables). dlnetwork's Layer and Parameter columns are string arrays, as in
+    % MATLAB (the string double); any other indexing is an error, so code that relies on more fails here.
     properties (Access = private)
         Names = {}
         Columns = {}
@@ -56,6 +57,10 @@ classdef table
 
         function n = numel(obj, varargin)
             n = 1;
+        end
+
+        function tf = isempty(obj)
+            tf = height(obj) == 0 || width(obj) == 0;
         end
 
         function out = subsref(obj, s)

@@ -121,7 +121,18 @@ def curvature_results(model, loss, mse, ce, bn_model, sampler_loader) -> dict:
     op = hc.HessianOperator(model, coupled_loss, mse)
     out["H_coupled"], out["diag_coupled"] = op.to_dense(), op.diagonal()
     out["coupled_strategy"] = op.last_strategy
+    out.update(kfac_results(model, loss, mse, ce))
     return out
+
+
+def kfac_results(model, loss, mse, ce) -> dict:
+    """KFAC/EKFAC factors are sums over samples reduced over the ranks; MC labels are drawn per global batch."""
+    return {
+        "kfac": hc.KFACOperator(model, loss, mse).to_dense(),
+        "kfac_mc": hc.KFACOperator(model, loss, mse, type="mc", mc_samples=3, seed=2).to_dense(),
+        "ekfac_ce_masked": hc.EKFACOperator(model, nn.CrossEntropyLoss(ignore_index=-100), ce,
+                                            count_fn=masked_count).to_dense(),
+    }
 
 
 def closure_results(obj) -> dict:
@@ -314,6 +325,7 @@ def reference() -> dict:
         "H_bn_train": hc.hessian(mlp(bn=True), loss, mse_all, train_mode=True),
         "H_dropout_train": hc.hessian(mlp(dropout=True), loss, mse_all, train_mode=True, seed=5),
         "eig_top3": torch.linalg.eigvalsh(H)[-3:],
+        **kfac_results(model, loss, mse_all, ce_all),
         **spectral_results(hc.HessianOperator(model, loss, mse_all)),
         **optimizer_results(lambda m: (lambda: loss(m(X), Y)), mse_all),  # one batch of all 10 samples
     }
@@ -323,7 +335,8 @@ KEYS = ["loss", "grad", "loss_only", "H", "H_structured", "H_generic", "diag_str
         "H_coupled", "diag_coupled", "Hv", "HV", "diag", "blocks", "G", "GV", "F", "FV", "Fdiag",
         "H_sum", "H_ce_masked", "H_sampler", "H_bn_train", "H_dropout_train", "eig_top3",
         "closure_loss", "closure_grad", "closure_Hv", "closure_HV", "newton_step_dense", "newton_step_cg",
-        "eig_be", "trace_hutchpp", "diag_xdiag", "density", "opt_newton", "opt_newton_cg", "opt_hessian_free"]
+        "eig_be", "trace_hutchpp", "diag_xdiag", "density", "opt_newton", "opt_newton_cg", "opt_hessian_free",
+        "kfac", "kfac_mc", "ekfac_ce_masked"]
 
 
 def _close(a, b):

@@ -201,3 +201,116 @@ def test_single_batch_products_reuse_the_graph_inside_reuse_until_parameters_cha
         calls.clear()
         op.matvec(v)
         assert calls  # outside reuse() every product is built afresh
+
+
+# -- counts of torch losses that do not average over samples ---------------------------------------------
+def _batches(X, Y, cuts):
+    edges = [0, *cuts, len(X)]
+    return [(X[a:b], Y[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@pytest.mark.parametrize("loss_fn", [
+    nn.CrossEntropyLoss(), nn.CrossEntropyLoss(ignore_index=1),
+    nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=D)),
+    nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0], dtype=D), ignore_index=2, label_smoothing=0.2)])
+def test_cross_entropy_over_batches_is_counted_by_its_targets(loss_fn):
+    """The count of a batch is what torch's mean divides by: targets not ignored, weighted by class."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(D)
+    X, Y = torch.randn(10, 3, dtype=D), torch.randint(0, 3, (10,))
+    Y[[0, 3, 4]] = loss_fn.ignore_index
+    H = hc.hessian(model, loss_fn, _batches(X, Y, [4, 6]))
+    torch.testing.assert_close(H, autograd_hessian(model, loss_fn, X, Y), rtol=1e-10, atol=1e-12)
+
+
+def test_nll_over_batches_with_a_batch_of_ignored_targets_only():
+    model = nn.Sequential(nn.Linear(3, 3), nn.LogSoftmax(dim=1)).to(D)
+    loss_fn = nn.NLLLoss(weight=torch.tensor([1.0, 3.0, 0.5], dtype=D))
+    X, Y = torch.randn(8, 3, dtype=D), torch.randint(0, 3, (8,))
+    Y[2:5] = -100  # the middle batch counts 0: its mean is 0/0 and it contributes nothing
+    H = hc.hessian(model, loss_fn, _batches(X, Y, [2, 5]))
+    torch.testing.assert_close(H, autograd_hessian(model, loss_fn, X, Y), rtol=1e-10, atol=1e-12)
+
+
+def test_kl_div_batchmean_over_unequal_batches():
+    model = nn.Sequential(nn.Linear(3, 3), nn.LogSoftmax(dim=1)).to(D)
+    X, P = torch.randn(9, 3, dtype=D), torch.softmax(torch.randn(9, 3, dtype=D), 1)
+    loss_fn = nn.KLDivLoss(reduction="batchmean")
+    op = hc.HessianOperator(model, loss_fn, _batches(X, P, [4, 5]))
+    assert op.objective.reduction == "mean"
+    torch.testing.assert_close(op.to_dense(), autograd_hessian(model, loss_fn, X, P), rtol=1e-10, atol=1e-12)
+
+
+# -- models that hold, write or wrap their state -----------------------------------------------------------
+def test_lazy_module_not_yet_initialized_is_refused_by_name():
+    with pytest.raises(hc.InvalidInputError, match=r"'0.weight' of module '0' \(LazyLinear\).*first forward"):
+        hc.hessian(nn.Sequential(nn.LazyLinear(2)), nn.MSELoss(), (torch.randn(4, 3), torch.randn(4, 2)))
+
+
+class WritesItsWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2).to(D)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.lin.weight.clamp_(-0.1, 0.1)  # "projected" weights, written in forward
+        return self.lin(x)
+
+
+def test_a_forward_that_writes_its_parameters_is_refused_and_nothing_changes():
+    model = WritesItsWeight()
+    snap = snapshot(model)
+    with pytest.raises(hc.InvalidInputError, match=r"module 'lin' \(Linear\) writes into its parameter 'lin.weight'"):
+        hc.hessian(model, nn.MSELoss(), (torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D)))
+    assert_same(model, snap)
+
+
+def test_data_parallel_is_analysed_through_its_module():
+    inner = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
+    X, Y = torch.randn(5, 3, dtype=D), torch.randn(5, 2, dtype=D)
+    H = hc.hessian(nn.DataParallel(inner), nn.MSELoss(), (X, Y))
+    torch.testing.assert_close(H, autograd_hessian(inner, nn.MSELoss(), X, Y), rtol=1e-10, atol=1e-12)
+
+
+def test_buffers_and_inputs_written_in_forward_stay_untouched():
+    class Centering(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x):
+            self.calls += 1
+            x.sub_(x.mean(0))
+            return self.lin(x)
+
+    model = Centering().to(D)
+    X, Y = torch.randn(5, 3, dtype=D), torch.randn(5, 2, dtype=D)
+    X0, snap = X.clone(), snapshot(model)
+    H = hc.hessian(model, nn.MSELoss(), (X, Y))
+    assert torch.equal(X, X0)
+    assert_same(model, snap)
+    probe = hc.HessianOperator(model, nn.MSELoss(), (X, Y)).objective.probe
+    assert probe.mutates_buffers and probe.mutates_inputs
+    ref = nn.Sequential(nn.Linear(3, 2)).to(D)
+    ref[0].load_state_dict(model.lin.state_dict())
+    torch.testing.assert_close(H, autograd_hessian(ref, nn.MSELoss(), X - X.mean(0), Y), rtol=1e-10, atol=1e-12)
+
+
+def test_empirical_fisher_weights_samples_by_their_count():
+    """F = sum_i c_i g_i g_i^T / sum_i c_i: a sample counts its target's class weight, 0 when ignored."""
+    model = nn.Sequential(nn.Linear(3, 3)).to(D)
+    weight = torch.tensor([0.5, 2.0, 1.0], dtype=D)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    X, Y = torch.randn(7, 3, dtype=D), torch.randint(0, 3, (7,))
+    Y[2] = -100
+    F = hc.EmpiricalFisherOperator(model, loss_fn, [(X[:4], Y[:4]), (X[4:], Y[4:])]).to_dense()
+    ref = torch.zeros_like(F)
+    for i in range(7):
+        if Y[i] < 0:
+            continue
+        model.zero_grad()
+        nn.CrossEntropyLoss()(model(X[i:i + 1]), Y[i:i + 1]).backward()
+        g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        ref += weight[Y[i]] * torch.outer(g, g)
+    torch.testing.assert_close(F, ref / weight[Y[Y >= 0]].sum(), rtol=1e-10, atol=1e-12)

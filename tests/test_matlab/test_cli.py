@@ -39,8 +39,9 @@ def run_octave(script: str, folder: Path, **env) -> str:
     driver = folder / "driver.m"
     driver.write_text(f"addpath('{ROOT / 'matlab'}'); addpath('{ROOT / 'tests' / 'octave'}');\n"
                       f"setenv('HESSIANCORE_PYTHON', '{sys.executable}');\n" + script)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HESSIANCORE_")}
     proc = subprocess.run([_octave_cli(), "--no-gui", "--quiet", "--no-init-file", str(driver)], cwd=folder,
-                          capture_output=True, text=True, timeout=400, env={**os.environ, **env})
+                          capture_output=True, text=True, timeout=400, env={**base, **env})
     # Octave 7 prints this harmless line at exit after classdef objects were used.
     errors = [ln for ln in proc.stderr.splitlines()
               if "error" in ln and "ignoring const execution_exception" not in ln]
@@ -63,6 +64,8 @@ def worker(tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
     thread.start()
+    while not (folder / "ready").exists() and thread.is_alive():  # the toolbox checks that a worker serves it
+        stop.wait(0.01)
     yield {"HESSIANCORE_TRANSPORT": "server", "HESSIANCORE_SERVERFOLDER": str(folder)}
     stop.set()
     thread.join(timeout=10)
@@ -79,17 +82,17 @@ def test_cli_subprocess_transport_multi_minibatch_and_setup(tmp_path, worker):
         X1 = randn(3, 3); X2 = randn(3, 5); T1 = randn(2, 3); T2 = randn(2, 5);
         H = dlhessian(net, {dlarray(X1, 'CB'), dlarray(X2, 'CB')}, {dlarray(T1, 'CB'), dlarray(T2, 'CB')}, ...
                       'Transport', 'subprocess');
-        theta = hcFromLearnables(net, net.Learnables, 'theta');
-        v = hcToLearnables(net, (1:26)' / 26, false);
+        theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta');
+        v = hcTestPrivate('hcToLearnables', net, (1:26)' / 26, false);
         hvT = dlhvp(net, {X1, X2}, {T1, T2}, v, 'DataFormat', 'CB', 'TargetFormat', 'CB');
-        hv = hcFromLearnables(net, hvT, 'hv');
+        hv = hcTestPrivate('hcFromLearnables', net, hvT, 'hv');
         hvIsTable = isa(hvT, 'table');
         setupOk = info.Ok; setupTransport = info.Transport; setupPython = info.PythonVersion;
         save('-v7', 'out.mat', 'H', 'X1', 'X2', 'T1', 'T2', 'theta', 'hv', 'hvIsTable', 'setupOk', ...
              'setupTransport', 'setupPython');
     """, tmp_path, **worker)
     out = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)
-    assert out["setupOk"] and out["setupTransport"] == "subprocess"
+    assert out["setupOk"] and out["setupTransport"] == "server"
     assert out["setupPython"] == ".".join(map(str, sys.version_info[:3]))
     theta = torch.as_tensor(out["theta"], dtype=torch.float64)
     X = torch.as_tensor(np.hstack([out["X1"], out["X2"]]))
@@ -102,6 +105,39 @@ def test_cli_subprocess_transport_multi_minibatch_and_setup(tmp_path, worker):
     assert not np.allclose(out["H"], (per_batch[0] + per_batch[1]) / 2, rtol=1e-3)  # weighting matters
     assert out["hvIsTable"]
     np.testing.assert_allclose(out["hv"], H @ (np.arange(1, 27) / 26), rtol=1e-9, atol=1e-12)
+
+
+def test_default_transport_starts_one_worker_and_reuses_it(tmp_path):
+    """No transport configured: the first call starts a persistent worker, later calls reuse it (same
+    process, well under a second each), results are exact, and the worker ends with the Octave session."""
+    import json
+    import time
+
+    run_octave("""
+        rand('state', 11); randn('state', 11);
+        net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
+        X = randn(3, 5); T = randn(2, 5);
+        theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta');
+        tic; H1 = dlhessian(net, dlarray(X, 'CB'), dlarray(T, 'CB')); first = toc;
+        folder = hcTestPrivate('hcWorkerFolder', getenv('HESSIANCORE_PYTHON'));
+        ready1 = fileread(fullfile(folder, 'ready'));
+        tic; for k = 1:5, H2 = dlhessian(net, dlarray(X, 'CB'), dlarray(T, 'CB')); end; later = toc / 5;
+        ready2 = fileread(fullfile(folder, 'ready'));
+        save('-v7', 'out.mat', 'H1', 'H2', 'X', 'T', 'theta', 'first', 'later', 'ready1', 'ready2', 'folder');
+    """, tmp_path)
+    out = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)
+    assert json.loads(out["ready1"])["pid"] == json.loads(out["ready2"])["pid"]  # one worker, reused
+    assert out["later"] < 2.0 and out["later"] < out["first"]  # no Python start-up after the first call
+    H = torch.autograd.functional.hessian(lambda th: tanh_loss(th, torch.as_tensor(out["X"]),
+                                                              torch.as_tensor(out["T"])),
+                                          torch.as_tensor(out["theta"], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(out["H1"], H, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["H2"], H, rtol=1e-9, atol=1e-12)
+    folder = Path(out["folder"])
+    deadline = time.monotonic() + 30
+    while folder.exists() and time.monotonic() < deadline:  # the worker watches the Octave process
+        time.sleep(0.1)
+    assert not folder.exists()  # it ended and removed its folder
 
 
 def example(name: str, tmp_path: Path, **replace) -> Path:
@@ -129,7 +165,7 @@ def test_example_newton_regression(tmp_path, worker):
 def test_example_eigenvalues_along_training(tmp_path, worker):
     script = example("eigenvaluesAlongTraining.m", tmp_path,
                      **{"numEpochs = 6;": "numEpochs = 2;", "'NumMatvecs', 30": "'NumMatvecs', 9"})
-    run_octave(f"run('{script}'); theta = hcFromLearnables(net, net.Learnables, 'theta'); "
+    run_octave(f"run('{script}'); theta = hcTestPrivate('hcFromLearnables', net, net.Learnables, 'theta'); "
                "save('-v7', 'out.mat', 'largest', 'smallest', 'traces', 'losses', 'features', 'targets', 'theta');",
                tmp_path, **worker)
     res = scipy.io.loadmat(tmp_path / "out.mat", simplify_cells=True)

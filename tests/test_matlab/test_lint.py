@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MATLAB_MODE = ["matlab", "examples", "tests/octave"]
+MATLAB_MODE = ["matlab", "examples", "tests/octave", "benchmarks"]
 OCTAVE_MODE = ["--octave", "7.2", "matlab"]
 
 
@@ -36,13 +36,20 @@ def test_miss_hit_clean(tool, args):
     assert proc.returncode == 0 and "everything seems fine" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_one_public_function_per_file_with_help_first():
-    """Every toolbox file defines one function named like the file and starts with its help text."""
-    for path in sorted((ROOT / "matlab").glob("*.m")):
+def test_one_function_per_file_with_help_first():
+    """Every toolbox file (public and private) defines one function named like the file and starts with its
+    help text; Contents.m holds only comments; no package folders (private/ and resources/ only)."""
+    files = sorted((ROOT / "matlab").glob("*.m")) + sorted((ROOT / "matlab" / "private").glob("*.m"))
+    for path in files:
         lines = path.read_text().splitlines()
+        if path.name == "Contents.m":
+            assert all(ln.startswith("%") for ln in lines), "Contents.m holds only comment lines"
+            continue
         assert lines[0].startswith("function ") and f"{path.stem}(" in lines[0], path.name
         assert lines[1].strip().startswith(f"% {path.stem.upper()}  "), f"{path.name}: help text first"
         assert "arguments" not in [ln.strip() for ln in lines], f"{path.name}: no arguments blocks (Octave)"
         code = "\n".join(ln.split("%")[0] for ln in lines)
         assert not re.search(r"\b(table|string|strings)\(", code), f"{path.name}: no table/string functions"
-    assert not [p for p in (ROOT / "matlab").iterdir() if p.is_dir()], "no +package or private folders"
+    folders = sorted(p.name for p in (ROOT / "matlab").iterdir() if p.is_dir())
+    assert folders == ["private", "resources"], folders
+    assert not list((ROOT / "matlab" / "private").glob("*/")), "no folders inside private/"

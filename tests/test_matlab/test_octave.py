@@ -48,6 +48,8 @@ def eng(tmp_path_factory):
     stop = threading.Event()
     worker = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
     worker.start()
+    while not (folder / "ready").exists() and worker.is_alive():  # the toolbox checks that a worker serves it
+        stop.wait(0.01)
     e.eval(f"setenv('HESSIANCORE_PYTHON', '{sys.executable}'); setenv('HESSIANCORE_TRANSPORT', 'server'); "
            f"setenv('HESSIANCORE_SERVERFOLDER', '{folder}'); setenv('HESSIANCORE_SERVERTIMEOUT', '300');")
     yield e
@@ -182,8 +184,9 @@ def test_request_file_restores_shapes_in_python(eng, tmp_path):
     """What hcRequest writes, read as the matfile transport reads it: batch of one, 1x1 bias, one row."""
     path = str(tmp_path / "req.mat")
     eng.eval("hcNet = dlnetwork([featureInputLayer(3) fullyConnectedLayer(1)]); "
-             "hcOpts = hcParseOptions('t', {'Loss', 'l2loss', 'MemoryBudget', 2e9}); "
-             "hcReq = hcRequest('hvp', hcNet, dlarray([1; 2; 3], 'CB'), dlarray(7, 'CB'), hcOpts, {(1:4)'});")
+             "hcOpts = hcTestPrivate('hcParseOptions', 'dlhvp', {'Loss', 'l2loss', 'MemoryBudget', 2e9}); "
+             "hcReq = hcTestPrivate('hcRequest', 'hvp', hcNet, dlarray([1; 2; 3], 'CB'), dlarray(7, 'CB'), hcOpts, "
+             "{(1:4)'});")
     eng.eval(f"save('{path}', '-struct', 'hcReq', '-v7');")
     name, args, kwargs = codec.decode(scipy.io.loadmat(path, simplify_cells=True))
     spec, X, T, v = args
@@ -216,8 +219,10 @@ def test_bad_input_raises_named_errors_before_python(eng, call, ident):
 
 def test_output_table_shapes_without_python(eng):
     eng.eval("hcNet = dlnetwork([featureInputLayer(2) fullyConnectedLayer(3)]); "
-             "hcT = hcToLearnables(hcNet, reshape(1:18, 9, 2), true); hcV1 = extractdata(hcT.Value{1}); "
-             "hcBack = hcFromLearnables(hcNet, hcToLearnables(hcNet, (1:9)', false), 'v');")
+             "hcT = hcTestPrivate('hcToLearnables', hcNet, reshape(1:18, 9, 2), true); "
+             "hcV1 = extractdata(hcT.Value{1}); "
+             "hcBack = hcTestPrivate('hcFromLearnables', hcNet, hcTestPrivate('hcToLearnables', hcNet, (1:9)', false), "
+             "'v');")
     np.testing.assert_array_equal(eng.workspace["hcV1"], np.arange(1, 19).reshape(9, 2, order="F")[:6].reshape(
         3, 2, 2, order="F"))
     np.testing.assert_array_equal(eng.workspace["hcBack"].reshape(-1), np.arange(1, 10))
@@ -329,10 +334,13 @@ def test_crossentropy_table_output(eng):
 
 def test_python_errors_arrive_with_identifiers_through_a_real_subprocess(eng):
     eng.eval("eNet = dlnetwork([featureInputLayer(2) fullyConnectedLayer(2)]); eX = dlarray(ones(2, 3), 'CB'); "
-             "try, dlhessian(eNet, eX, eX, 'Loss', 'nosuchloss', 'Transport', 'subprocess'); eId = ''; "
+             "try, dlhessian(eNet, eX, eX, 'LossOptions', struct('Bogus', 1), 'Transport', 'subprocess'); eId = ''; "
              "catch eErr, eId = eErr.identifier; eMsg = eErr.message; end")
     assert eng.workspace["eId"] == "hessiancore:invalidInput"
-    assert "nosuchloss" in eng.workspace["eMsg"]
+    # the message speaks MATLAB: the wrapper and the option's MATLAB name, no Python class or keyword
+    msg = eng.workspace["eMsg"]
+    assert msg.startswith("dlhessian: ") and "'LossOptions'" in msg and "Bogus" in msg
+    assert "Error" not in msg and "loss_options" not in msg
 
 
 def test_server_transport_without_worker_fails_clearly(eng, tmp_path):
@@ -351,7 +359,7 @@ def test_setup_reports_exactly_what_to_fix(eng):
     bad, good = eng.workspace["sBad"], eng.workspace["sGood"]
     assert not bad["Ok"] and "Fix:" in bad["Problems"][0] and "/nonexistent/bin/python3" in bad["Problems"][0]
     assert good["Ok"] and good["Problems"] == [] and good["Bridge"] == "ok"
-    assert good["Transport"] == "subprocess" and good["Release"].startswith("Octave")
+    assert good["Transport"] == "server" and good["Release"].startswith("Octave")
     assert good["PythonVersion"] == ".".join(map(str, sys.version_info[:3]))
 
 

@@ -129,3 +129,24 @@ def test_generator_helper_follows_global_seed():
     assert torch.equal(torch.randn(3, generator=generator(9, "cpu")), torch.randn(3, generator=generator(9, "cpu")))
     with pytest.raises(InvalidInputError, match="seed"):
         generator(1.5, "cpu")
+
+
+def test_every_allocation_sized_by_an_argument_is_checked_first():
+    A = hc.DenseOperator(spectrum_matrix(torch.linspace(0, 1, 200)), budget=40_000)
+    huge = 10**9  # a sketch this wide would need terabytes: refused before allocating, with what to do instead
+    with pytest.raises(hc.MemoryBudgetError, match="Hutch\\+\\+ sketch"):
+        hc.trace(A, num_matvecs=3 * 300, method="hutch++")
+    with pytest.raises(hc.MemoryBudgetError, match="exchangeable sketch"):
+        hc.trace(A, num_matvecs=2 * 100, method="xtrace")
+    with pytest.raises(hc.MemoryBudgetError, match="exchangeable sketch"):
+        hc.diagonal_estimate(A, num_matvecs=2 * 100, method="xdiag")
+    with pytest.raises(hc.MemoryBudgetError, match="Lanczos"):
+        hc.eigsh(A, k=2, ncv=30)
+    with pytest.raises(hc.MemoryBudgetError, match="Lanczos vectors"):
+        hc.spectral_density(A, num_probes=2, num_iters=500)
+    # Hutchinson streams its probes in blocks that fit: any count works within the budget
+    assert hc.trace(A, num_matvecs=500, method="hutchinson", seed=0).num_matvecs == 500
+    # a sketch wider than P is capped at P, where it is exact
+    big = hc.DenseOperator(A.matrix, budget=10**9)
+    r = hc.trace(big, num_matvecs=huge, method="hutch++", seed=0)
+    assert r.estimate == pytest.approx(float(A.matrix.trace()), rel=1e-12) and r.num_matvecs == 400

@@ -198,3 +198,15 @@ def test_bad_operators():
         hc.eigsh(np.ones((3, 4)), k=1)
     with pytest.raises(InvalidInputError, match="cannot use"):
         hc.eigsh("H", k=1)
+
+
+def test_float32_with_millions_of_parameters():
+    """float32 at P = 2M (a small language model): the rank cut of the block orthonormalization once grew
+    with P past 1 and replaced every Krylov direction by a random one (top eigenvalues came out ~1e-4)."""
+    P = 2_000_000
+    d = torch.full((P,), 1e-3)
+    d[:5] = torch.tensor([9.0, 7.0, 5.0, 3.0, 2.0])
+    op = hc.FunctionOperator(lambda V: d[:, None] * V, P, torch.float32)
+    r = hc.eigsh(op, k=3, which="LA", tol=1e-4, seed=0)
+    torch.testing.assert_close(r.values, torch.tensor([5.0, 7.0, 9.0]), rtol=1e-4, atol=0)
+    assert bool(r.converged.all())

@@ -1,6 +1,11 @@
 classdef Convolution2DLayer < nnet.cnn.layer.Layer
-    % Test double of convolution2dLayer (documented properties; export only, no predict):
-    % Weights FH x FW x NumChannels x NumFilters, Bias 1 x 1 x NumFilters, PaddingSize [t b l r].
+    % Test double of convolution2dLayer(filterSize, numFilters, Name=Value)
+    % (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.convolution2dlayer.html):
+    % FilterSize [h w] (a scalar is repeated), NumFilters, Stride and DilationFactor [a b] (default [1 1]),
+    % 'Padding' 'same', a scalar, [v h] or [t b l r] (stored as PaddingMode 'same'/'manual' and PaddingSize
+    % [t b l r]), PaddingValue a number or 'symmetric-include-edge', 'symmetric-exclude-edge',
+    % 'replicate'; NumChannels 'auto' until initialized; Weights FH x FW x NumChannels x NumFilters,
+    % Bias 1 x 1 x NumFilters. Input and output 'SSCB'. Export only (no predict).
     properties
         FilterSize = []
         NumChannels = 'auto'
@@ -20,40 +25,73 @@ classdef Convolution2DLayer < nnet.cnn.layer.Layer
     end
     methods
 
-        function [sz, fmt] = outputSize(layer, sz, ~)
-            fs = layer.FilterSize;
-            if numel(fs) == 1
-                fs = [fs fs];
-            end
-            if strcmp(layer.PaddingMode, 'same')
-                sz = [ceil(sz(1:2) ./ layer.Stride), layer.NumFilters];
-            else
-                p = layer.PaddingSize;
-                span = layer.DilationFactor .* (fs - 1) + 1;
-                sz = [floor((sz(1:2) + [p(1) + p(2), p(3) + p(4)] - span) ./ layer.Stride) + 1, layer.NumFilters];
-            end
-            fmt = 'SSCB';
+        function layer = set.FilterSize(layer, value)
+            layer.FilterSize = hcTestCheck(value, 'posints', 'FilterSize', 2);
         end
 
-        function [names, values, snames, svalues] = initLearnables(layer, inSize)
-            fs = layer.FilterSize;
-            if numel(fs) == 1
-                fs = [fs fs];
+        function layer = set.NumFilters(layer, value)
+            layer.NumFilters = hcTestCheck(value, 'posint', 'NumFilters');
+        end
+
+        function layer = set.NumChannels(layer, value)
+            layer.NumChannels = hcTestCheck(value, 'auto-or-posint', 'NumChannels');
+        end
+
+        function layer = set.Stride(layer, value)
+            layer.Stride = hcTestCheck(value, 'posints', 'Stride', 2);
+        end
+
+        function layer = set.DilationFactor(layer, value)
+            layer.DilationFactor = hcTestCheck(value, 'posints', 'DilationFactor', 2);
+        end
+
+        function layer = set.PaddingMode(layer, value)
+            layer.PaddingMode = hcTestCheck(value, 'member', 'PaddingMode', {'manual', 'same'});
+        end
+
+        function layer = set.PaddingSize(layer, value)
+            value = hcTestCheck(value, 'nonnegints', 'PaddingSize');
+            if numel(value) ~= 4
+                error('hessiancoreTest:invalidProperty', 'PaddingSize must be [t b l r]');
             end
-            c = inSize(end);
-            W = layer.Weights;
-            if isempty(W)
-                fan = prod(fs) * (c + layer.NumFilters);
-                W = single((2 * rand([fs, c, layer.NumFilters]) - 1) * sqrt(6 / fan));
+            layer.PaddingSize = value;
+        end
+
+        function layer = set.PaddingValue(layer, value)
+            if ischar(value) || isstring(value)
+                value = hcTestCheck(value, 'member', 'PaddingValue', ...
+                                    {'symmetric-include-edge', 'symmetric-exclude-edge', 'replicate'});
+            else
+                value = hcTestCheck(value, 'scalar', 'PaddingValue');
             end
-            b = layer.Bias;
-            if isempty(b)
-                b = zeros(1, 1, layer.NumFilters, 'like', W);
-            end
+            layer.PaddingValue = value;
+        end
+
+        function names = learnableNames(~)
             names = {'Weights', 'Bias'};
-            values = {W, b};
-            snames = {};
-            svalues = {};
+        end
+
+        function shapes = parameterShapes(layer, inSizes, ~)
+            shapes = {[layer.FilterSize, inSizes{1}(end), layer.NumFilters], [1, 1, layer.NumFilters]};
+        end
+
+        function value = initialValue(layer, name, shape, inSizes)
+            if strcmp(name, 'Weights')
+                fs = prod(layer.FilterSize);
+                value = nnet.cnn.layer.Layer.glorot(shape, fs * inSizes{1}(end), fs * layer.NumFilters);
+            else
+                value = zeros(shape, 'single');
+            end
+        end
+
+        function [sz, fmt] = outputSize(layer, inSizes, inFmts)
+            if ~strcmp(inFmts{1}, 'SSCB')
+                error('hessiancoreTest:format', 'convolution2dLayer takes ''SSCB'' input, got ''%s''', inFmts{1});
+            end
+            sz = hcTestWindowOutput(inSizes{1}, layer.FilterSize, layer.Stride, layer.DilationFactor, ...
+                                    layer.PaddingMode, layer.PaddingSize);
+            sz(3) = layer.NumFilters;
+            fmt = 'SSCB';
         end
 
     end

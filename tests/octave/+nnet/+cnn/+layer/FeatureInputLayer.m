@@ -1,5 +1,10 @@
 classdef FeatureInputLayer < nnet.cnn.layer.Layer
-    % Test double of featureInputLayer (documented properties; Normalization 'none' and 'zscore' run).
+    % Test double of featureInputLayer(numFeatures, Name=Value)
+    % (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.featureinputlayer.html):
+    % InputSize (a positive integer), Normalization 'none' (default), 'zerocenter', 'zscore',
+    % 'rescale-symmetric', 'rescale-zero-one' or a function handle; NormalizationDimension 'auto',
+    % 'channel' or 'all'; Mean, StandardDeviation, Min, Max: [], a scalar or numFeatures-by-1. No inputs,
+    % output 'CB'. Predicts with Normalization 'none' and 'zscore' only.
     properties
         InputSize = []
         Normalization = 'none'
@@ -13,6 +18,40 @@ classdef FeatureInputLayer < nnet.cnn.layer.Layer
         DefaultName = 'input'
     end
     methods
+
+        function layer = FeatureInputLayer()
+            layer.NumInputs = 0;
+            layer.InputNames = {};
+        end
+
+        function layer = set.InputSize(layer, value)
+            layer.InputSize = hcTestCheck(value, 'posint', 'InputSize');
+        end
+
+        function layer = set.Normalization(layer, value)
+            layer.Normalization = hcTestNormalization(value, 'mode');
+        end
+
+        function layer = set.NormalizationDimension(layer, value)
+            layer.NormalizationDimension = hcTestCheck(value, 'member', 'NormalizationDimension', ...
+                                                       {'auto', 'channel', 'all'});
+        end
+
+        function layer = set.Mean(layer, value)
+            layer.Mean = hcTestNormalization(value, 'vector', layer.InputSize, 'Mean');
+        end
+
+        function layer = set.StandardDeviation(layer, value)
+            layer.StandardDeviation = hcTestNormalization(value, 'vector', layer.InputSize, 'StandardDeviation');
+        end
+
+        function layer = set.Min(layer, value)
+            layer.Min = hcTestNormalization(value, 'vector', layer.InputSize, 'Min');
+        end
+
+        function layer = set.Max(layer, value)
+            layer.Max = hcTestNormalization(value, 'vector', layer.InputSize, 'Max');
+        end
 
         function [sz, fmt] = outputSize(layer, ~, ~)
             sz = layer.InputSize;

@@ -1,5 +1,7 @@
 classdef LeakyReLULayer < nnet.cnn.layer.Layer
-    % Test double of leakyReluLayer(scale): Y = X for X > 0, Scale * X otherwise.
+    % Test double of leakyReluLayer(scale)
+    % (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.leakyrelulayer.html): Scale a finite
+    % scalar (default 0.01); Y = X for X > 0, Scale * X otherwise.
     properties
         Scale = 0.01
     end
@@ -8,8 +10,12 @@ classdef LeakyReLULayer < nnet.cnn.layer.Layer
     end
     methods
 
+        function layer = set.Scale(layer, value)
+            layer.Scale = hcTestCheck(value, 'scalar', 'Scale');
+        end
+
         function Y = predictLayer(layer, X, ~)
-            Y = max(X, 0) + layer.Scale * min(X, 0);
+            Y = leakyrelu(X, layer.Scale);
         end
 
     end

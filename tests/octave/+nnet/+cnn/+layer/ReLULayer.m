@@ -6,7 +6,7 @@ classdef ReLULayer < nnet.cnn.layer.Layer
     methods
 
         function Y = predictLayer(~, X, ~)
-            Y = max(X, 0);
+            Y = relu(X);
         end
 
     end

@@ -6,7 +6,7 @@ classdef SigmoidLayer < nnet.cnn.layer.Layer
     methods
 
         function Y = predictLayer(~, X, ~)
-            Y = 1 ./ (1 + exp(-X));
+            Y = sigmoid(X);
         end
 
     end

@@ -7,7 +7,7 @@ classdef SoftmaxLayer < nnet.cnn.layer.Layer
     methods
 
         function Y = predictLayer(~, X, ~)
-            Y = exp(X - max(X, [], 1)) ./ sum(exp(X - max(X, [], 1)), 1);
+            Y = softmax(X);
         end
 
     end

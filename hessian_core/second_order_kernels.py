@@ -1,0 +1,58 @@
+"""Running the model with kernels that have second derivatives, without the user changing the model.
+
+Some PyTorch attention kernels are fused kernels whose derivative is itself not differentiable (no double
+backward) or that have no forward mode (no ``jvp``). Curvature needs both, so while hessian_core evaluates
+a model (:func:`second_order_kernels`, entered by :func:`hessian_core.forward.functional_forward` and
+around a user's closure) it selects the implementations that have them:
+
+* ``F.scaled_dot_product_attention`` (what ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and
+  Hugging Face models call): the fused flash / memory-efficient / cuDNN kernels have neither
+  (pytorch issue 116350); the *math* backend (``sdpa_kernel(SDPBackend.MATH)``) computes
+  ``softmax(q k^T * scale + mask) v`` with ordinary ops, so every derivative exists.
+* the fused eval-mode fast path of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``
+  (``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``: no forward mode) is switched off
+  (``torch.backends.mha.set_fastpath_enabled(False)``); the regular path computes the same function.
+
+Other ops without the derivatives curvature needs (``hardsigmoid``, ``embedding_bag``, weight norm, margin
+losses, CTC, ...) are replaced by equivalent compositions in :mod:`hessian_core.composites`; the ones left
+are named, with what to do, by :mod:`hessian_core.diagnosis`.
+
+Every setting is restored on exit; nothing is changed when no derivative can be taken (under
+``torch.no_grad()`` outside any ``torch.func`` transform), where the fused kernels are exact and faster.
+The flags are process-wide: another thread running attention at the same time also gets the math kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def second_order_kernels(model: nn.Module | None = None):
+    """Inside, attention runs as ops with every derivative (see the module docstring). ``model`` is the
+    module about to run (accepted for symmetry with the other scopes; the attention settings apply to
+    every model)."""
+    if not _derivatives_possible():
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        torch.backends.mha.set_fastpath_enabled(False)
+        stack.callback(torch.backends.mha.set_fastpath_enabled, fastpath)
+        yield
+
+
+def _derivatives_possible() -> bool:
+    """False only where no derivative can be taken: grad mode off, no torch.func transform, no dual level."""
+    if torch.is_grad_enabled():
+        return True
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    if level is None or level() is not None:
+        return True
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0

@@ -1,0 +1,21 @@
+% hessiancore: exact second-order information of dlnetwork losses (Hessians, spectra, Newton steps)
+% Version 0.1.0 (MATLAB R2021a or later with Deep Learning Toolbox; GNU Octave 7 for the tests)
+%
+% Curvature of a dlnetwork's loss (Python computes in float64; results in net.Learnables order)
+%   dlhessian         - Exact Hessian with respect to the learnable parameters
+%   dlhvp             - Hessian-vector product, without forming the Hessian
+%   dlhessianDiag     - Exact diagonal of the Hessian (not an estimate)
+%   dlhessianEigs     - Extreme eigenvalues and eigenvectors, with residuals
+%   dlhessianTrace    - Trace of the Hessian, estimated from Hessian-vector products
+%   dlnewtonUpdate    - One damped Newton step on the learnable parameters
+%
+% Exchange with Python
+%   dlnetworkToSpec   - Describe a dlnetwork as the plain struct the Python bridge reads
+%   updateLearnables  - Write new learnable values into a dlnetwork
+%   hcFallbackHvp     - Hessian-vector product by dlgradient (MATLAB only; driven from Python)
+%
+% Set-up
+%   hessiancoreSetup  - Check and configure the Python environment
+%
+% Options of every curvature function: help dlhessian. Python side: python -m bridge.matlab_path
+% prints this folder; docs/matlab.md in the hessiancore repository is the full guide.

@@ -1,0 +1,38 @@
+function result = hcMatlabBackend(fcn, net, X, T, opts, args, kwargs)
+    % HCMATLABBACKEND  The MATLAB backend: what hcCallPython(hcRequest(...)) returns, computed in MATLAB (internal).
+    %   RESULT = HCMATLABBACKEND(FCN, NET, X, T, OPTS, ARGS, KWARGS) takes the arguments of hcRequest and
+    %   returns a result of the same form as the Python bridge's bridge.api.FCN, so that the wrappers
+    %   post-process both alike:
+    %     'hessian'        P x P          'diagonal'  P x 1          'hvp'  P x 1 (ARGS{1} the vector)
+    %     'eigs'           struct values (k x 1, ascending), vectors (P x k), residuals (k x 1);
+    %                      KWARGS.k, KWARGS.which ('LA', 'SA', 'LM', 'BE')
+    %     'trace'          struct trace, stderr, num_matvecs; KWARGS.num_matvecs, .method, .seed
+    %     'newton_update'  struct values (P x 1, the new learnables), loss_before, loss_after;
+    %                      KWARGS.damping, KWARGS.lr
+    %   Everything comes from Hessian-vector products by double backpropagation of the loss
+    %   (OPTS.ModelLoss, or MATLAB's loss function named by OPTS.Loss on predict(NET, X)) with dlfeval and
+    %   dlgradient(..., 'EnableHigherDerivatives', true): see hcModelProblem and hcModelEval.
+    if nargin < 6
+        args = {};
+    end
+    if nargin < 7
+        kwargs = struct();
+    end
+    prob = hcModelProblem(net, X, T, opts);
+    switch fcn
+        case 'hessian'
+            result = hcModelDense(prob, 'hessian');
+        case 'diagonal'
+            result = hcModelDense(prob, 'diagonal');
+        case 'hvp'
+            result = hcModelHvp(prob, args{1});
+        case 'eigs'
+            result = hcModelEigs(prob, kwargs.k, kwargs.which);
+        case 'trace'
+            result = hcModelTrace(prob, kwargs.num_matvecs, kwargs.method, kwargs.seed);
+        case 'newton_update'
+            result = hcModelNewton(prob, kwargs.damping, kwargs.lr);
+        otherwise
+            error('hessiancore:invalidInput', 'the MATLAB backend has no function ''%s''', fcn);
+    end
+end

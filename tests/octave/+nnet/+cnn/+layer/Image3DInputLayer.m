@@ -1,0 +1,66 @@
+classdef Image3DInputLayer < nnet.cnn.layer.Layer
+    % Test double of image3dInputLayer(inputSize, Name=Value)
+    % (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.image3dinputlayer.html): InputSize
+    % [h w d] or [h w d c] positive integers (stored [h w d c]); Normalization 'zerocenter' (default),
+    % 'zscore', 'rescale-symmetric', 'rescale-zero-one', 'none' or a function handle; Mean,
+    % StandardDeviation, Min, Max: [], a scalar, 1x1x1xc or h x w x d x c. No inputs, output 'SSSCB'.
+    properties
+        InputSize = []
+        Normalization = 'zerocenter'
+        NormalizationDimension = 'auto'
+        Mean = []
+        StandardDeviation = []
+        Min = []
+        Max = []
+    end
+    properties (Constant)
+        DefaultName = 'image3dinput'
+    end
+    methods
+
+        function layer = Image3DInputLayer()
+            layer.NumInputs = 0;
+            layer.InputNames = {};
+        end
+
+        function layer = set.InputSize(layer, value)
+            value = hcTestCheck(value, 'nonnegints', 'InputSize');
+            if ~any(numel(value) == [3, 4]) || any(value < 1)
+                error('hessiancoreTest:invalidProperty', 'InputSize must be [h w d] or [h w d c] positive integers');
+            end
+            value(end + 1:4) = 1;
+            layer.InputSize = value;
+        end
+
+        function layer = set.Normalization(layer, value)
+            layer.Normalization = hcTestNormalization(value, 'mode');
+        end
+
+        function layer = set.NormalizationDimension(layer, value)
+            layer.NormalizationDimension = hcTestCheck(value, 'member', 'NormalizationDimension', ...
+                                                       {'auto', 'channel', 'element', 'all'});
+        end
+
+        function layer = set.Mean(layer, value)
+            layer.Mean = hcTestNormalization(value, 'image', layer.InputSize, 'Mean');
+        end
+
+        function layer = set.StandardDeviation(layer, value)
+            layer.StandardDeviation = hcTestNormalization(value, 'image', layer.InputSize, 'StandardDeviation');
+        end
+
+        function layer = set.Min(layer, value)
+            layer.Min = hcTestNormalization(value, 'image', layer.InputSize, 'Min');
+        end
+
+        function layer = set.Max(layer, value)
+            layer.Max = hcTestNormalization(value, 'image', layer.InputSize, 'Max');
+        end
+
+        function [sz, fmt] = outputSize(layer, ~, ~)
+            sz = layer.InputSize;
+            fmt = 'SSSCB';
+        end
+
+    end
+end

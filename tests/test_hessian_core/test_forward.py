@@ -1,0 +1,69 @@
+"""analysis_scope: what a forward needs inside hessian_core, all put back afterwards, errors included."""
+
+import pytest
+import torch
+import torch.utils.checkpoint as checkpoint_module
+from torch import nn
+from torch.nn.modules import module as module_globals
+from torch.nn.utils import parametrize
+
+import hessian_core as hc
+from hessian_core.forward import analysis_scope
+
+D = torch.float64
+
+
+def globals_now():
+    return (checkpoint_module.CheckpointFunction.__dict__.get("apply"),
+            checkpoint_module._checkpoint_without_reentrant_generator,
+            module_globals._global_backward_hooks, module_globals._global_backward_pre_hooks,
+            parametrize._cache_enabled, parametrize._cache)
+
+
+class Failing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lrn = nn.CrossMapLRN2d(3)
+        self.lrn.register_full_backward_hook(lambda *a: None)
+
+    def forward(self, x):
+        checkpoint_module.checkpoint(self.lrn, x, use_reentrant=True)
+        raise ValueError("boom")
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_everything_is_put_back(raises):
+    model = Failing()
+    before, hooks = globals_now(), (model.lrn._backward_hooks, dict(model.lrn._backward_hooks))
+    with parametrize.cached():
+        outer = globals_now()
+        try:
+            with analysis_scope(model, used={}):
+                assert "forward" in vars(model.lrn)  # the composite is in place
+                assert not model.lrn._backward_hooks
+                assert parametrize._cache_enabled == 0
+                if raises:
+                    model(torch.randn(1, 3, 2, 2))
+        except ValueError:
+            pass
+        assert globals_now() == outer
+    assert globals_now() == before
+    assert "forward" not in vars(model.lrn)
+    assert model.lrn._backward_hooks is hooks[0] and dict(model.lrn._backward_hooks) == hooks[1]
+
+
+def test_checkpointed_model_runs_and_users_checkpoint_still_works_afterwards():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(checkpoint_module.checkpoint(torch.tanh, self.a(x), use_reentrant=True))
+
+    model = Net().to(D)
+    X, Y = torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D)
+    H = hc.hessian(model, nn.MSELoss(), (X, Y))
+    assert torch.allclose(H, H.T)
+    nn.MSELoss()(model(X), Y).backward()  # torch's own checkpoint machinery, unpatched
+    assert model.a.weight.grad is not None
