@@ -182,6 +182,11 @@ def test_batchnorm_train_mode_across_two_unequal_batches(conv):
     generic = hc.HessianOperator(model, nn.MSELoss(), batches, train_mode=True, strategy="generic").to_dense()
     torch.testing.assert_close(H, generic, rtol=1e-12, atol=1e-12 * float(generic.abs().max()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # running statistics untouched
+    if not conv:  # independent of PyTorch's second derivatives of batch_norm: finite differences of gradients
+        stats = copy.deepcopy(model).train()  # batch statistics without running ones (nothing written)
+        stats[1].track_running_stats, stats[1].running_mean, stats[1].running_var = False, None, None
+        fd = sum(X.shape[0] * fd_hessian(stats, nn.MSELoss(), X, Y) for X, Y in batches) / 8
+        torch.testing.assert_close(H, fd, rtol=1e-6, atol=1e-7)
 
 
 def test_unequal_batches_blocks_subsets_and_entry_points_agree():
@@ -320,3 +325,69 @@ def test_float32_model():
     H = op.to_dense()
     assert H.dtype == torch.float32 and op.last_path.startswith("structured: graph (per sample")
     torch.testing.assert_close(H.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+class _TwoBranches(nn.Module):
+    """``cosine_similarity(tanh(a(x)), tanh(b(x)))`` then a head: a 'general' call of two per-sample inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(1, 2)
+
+    def forward(self, x):
+        y = F.cosine_similarity(torch.tanh(self.a(x)), torch.tanh(self.b(x)))
+        return self.head(y[:, None])
+
+
+@pytest.mark.parametrize("names", [["a.weight"], ["a.weight", "a.bias"], ["b.bias", "head.weight"]])
+def test_parameter_subsets_keep_per_sample_constants_per_sample(names):
+    """With only one branch differentiated, the other branch is a constant that still differs by sample."""
+    torch.manual_seed(0)
+    model = _TwoBranches().to(D)
+    X, Y = _x(6, 3), _x(6, 2, seed=1)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y), params=names, strategy="structured")
+    H = op.to_dense()
+    assert op.last_path.startswith("structured: graph (per sample")
+    full = autograd_hessian(model, nn.MSELoss(), X, Y)
+    idx = hc.ParamSpec(model).positions_of(op.params)
+    torch.testing.assert_close(H, full[idx][:, idx], **TOL)
+    torch.testing.assert_close(op.diagonal(), full[idx, idx], **TOL)
+
+
+class _Cube(torch.autograd.Function):
+    """``x ** 3`` with its own (correct) backward: its derivative is the backward's, not its forward ops'."""
+
+    @staticmethod
+    def forward(x):
+        return x ** 3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * g
+
+
+class _WithFunction(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(_Cube.apply(torch.tanh(self.a(x))))
+
+
+def test_custom_autograd_functions_are_not_traced_through():
+    """The trace sees the ops inside a custom Function's forward but not the Function itself: autograd, which
+    the trace runs alongside, names the value it never saw, and the generic path answers exactly."""
+    torch.manual_seed(0)
+    model = _WithFunction().to(D)
+    X, Y = _x(6, 3), _x(6, 2, seed=1)
+    with pytest.raises(hc.InvalidInputError, match="custom autograd.Function"):
+        hc.HessianOperator(model, nn.MSELoss(), (X, Y), strategy="structured").to_dense()
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    torch.testing.assert_close(op.to_dense(), autograd_hessian(model, nn.MSELoss(), X, Y), **TOL)
+    assert op.last_strategy == "generic" and "custom autograd.Function" in op.last_path

@@ -292,3 +292,60 @@ def test_diagonals_in_one_sample_slices(monkeypatch):
         assert op.last_strategy == "structured"
         torch.testing.assert_close(d, autograd_hessian(model, nn.MSELoss(), X, Y).diagonal(), **TOL)
     assert len(calls) == 5  # the CNN's batch of 5 went through the factored path one sample at a time
+
+
+def test_factored_diagonal_in_place_activations_and_overlapping_pools():
+    """In-place curving activations (their input is kept for their derivatives) and max pooling whose windows
+    overlap (an entry that is the maximum of two windows collects both)."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.Hardswish(inplace=True), nn.MaxPool2d(2, stride=1),
+                          nn.Conv2d(2, 2, 2), nn.SiLU(inplace=True), nn.Flatten(), nn.Linear(8, 2)).to(D)
+    X, Y = torch.randn(6, 1, 5, 5, dtype=D), torch.randn(6, 2, dtype=D)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    d = op.diagonal()
+    assert op.last_path == "structured: square-root factors"
+    torch.testing.assert_close(d, autograd_hessian(model, nn.MSELoss(), X, Y).diagonal(), **TOL)
+    generic = hc.HessianOperator(model, nn.MSELoss(), (X, Y), strategy="generic").diagonal()
+    torch.testing.assert_close(d, generic, rtol=1e-12, atol=1e-12 * float(generic.abs().max()))
+
+
+def _paths():
+    """(model, data, loss, the dense path, the diagonal path) for every structured computation."""
+    g = torch.Generator().manual_seed(5)
+
+    def x(*shape):
+        return torch.randn(*shape, generator=g, dtype=D)
+
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8, 3)).to(D).eval()
+    ln = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.GELU(), nn.Linear(4, 2)).to(D)
+    X1, X2, Xc = x(7, 3), x(7, 3), x(7, 1, 4, 4)
+    ce = torch.randint(0, 3, (7,), generator=g)
+    return {
+        "Linear chain": (mlp(nn.Tanh), [(X1[:4], x(4, 2)), (X1[4:], x(3, 2))], nn.MSELoss(), "Linear chain",
+                         "Linear chain"),
+        "CNN with BatchNorm (eval)": (cnn, [(Xc[:5], ce[:5]), (Xc[5:], ce[5:])], nn.CrossEntropyLoss(),
+                                      "graph (per sample", "square-root factors"),
+        "LayerNorm/GELU MLP": (ln, [(X2[:3], x(3, 2)), (X2[3:], x(4, 2))], nn.MSELoss(), "graph (per sample",
+                               "graph (per sample"),
+        "BatchNorm (train)": (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(D),
+                              [(X1[:5], x(5, 2)), (X1[5:], x(2, 2))], nn.MSELoss(), "graph (the batch as one unit",
+                              "graph (the batch as one unit"),
+    }
+
+
+@pytest.mark.parametrize("name", ["Linear chain", "CNN with BatchNorm (eval)", "LayerNorm/GELU MLP",
+                                  "BatchNorm (train)"])
+def test_every_structured_path_equals_the_generic_path(name):
+    """Whichever path runs, the same matrix: structured and generic dense Hessians and diagonals agree to 1e-12
+    (relative to the largest entry) over two unequal batches."""
+    model, batches, loss, dense_path, diag_path = _paths()[name]
+    kw = {"train_mode": True} if "train" in name else {}
+    op = hc.HessianOperator(model, loss, batches, strategy="structured", **kw)
+    generic = hc.HessianOperator(model, loss, batches, strategy="generic", **kw)
+    H, G = op.to_dense(), generic.to_dense()
+    assert op.last_path.startswith("structured: " + dense_path), op.last_path
+    torch.testing.assert_close(H, G, rtol=1e-12, atol=1e-12 * float(G.abs().max()))
+    d, dg = op.diagonal(), generic.diagonal()
+    assert op.last_path.startswith("structured: " + diag_path), op.last_path
+    torch.testing.assert_close(d, dg, rtol=1e-12, atol=1e-12 * float(dg.abs().max()))
+    torch.testing.assert_close(dg, G.diagonal(), rtol=1e-12, atol=1e-12 * float(dg.abs().max()))
