@@ -1,16 +1,17 @@
-"""Timing and peak-memory measurement for the benchmarks (one process, methods interleaved).
+"""Timing and peak-memory measurement for the benchmarks.
 
-Timing: every method is called once (warm-up, and its answer is kept for the accuracy check), then the
-methods are called round-robin ``repeats`` times and the median is reported; interleaving spreads the
-load of a shared machine evenly over the methods, so ratios are fairer than absolute times.
+Timing (in the benchmark's own process, with the allocator's default settings, as users run): every method
+is called once (warm-up; its answer is kept for the accuracy check), then the methods are called round-robin
+``repeats`` times and the median is reported; interleaving spreads the load of a shared machine evenly over
+the methods, so ratios are fairer than absolute times.
 
-Peak memory: the resident-set high-water mark of this process (``VmHWM`` in ``/proc/self/status``) is
-reset before a call (``echo 5 > /proc/self/clear_refs``) and read after it; the peak is its excess over
-the resident size just before the call, so it includes the result. glibc is told to serve every block
-over 64 KiB with its own mmap (``mallopt(M_MMAP_THRESHOLD)``), so freed tensors go back to the kernel at
-once and the high-water mark follows the live tensors, and ``malloc_trim(0)`` before each measurement
-returns free heap pages, so memory reused from earlier calls is counted too. Linux only; elsewhere
-peaks are reported as n/a.
+Peak memory (in a fresh child process per method, :func:`peak_bytes`): the method runs once, then the
+resident-set high-water mark (``VmHWM`` in ``/proc/self/status``) is reset (``echo 5 >
+/proc/self/clear_refs``) and read after a second call; the peak is its excess over the resident size just
+before the call, so it includes the result. Only there glibc is told to serve every block over 64 KiB with
+its own mmap (:func:`setup_malloc`), so freed tensors go back to the kernel at once and the high-water mark
+follows the live tensors, and ``malloc_trim(0)`` returns free heap pages before the measurement. That setting
+changes speed, which is why it never applies to timings. Linux only; elsewhere peaks are reported as n/a.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import time
 
 
 def setup_malloc() -> bool:
-    """Make large frees return memory to the kernel at once (so RSS tracks live tensors)."""
+    """Make large frees return memory to the kernel at once (so RSS tracks live tensors). For memory
+    measurements in child processes only: it slows allocation-heavy code down."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD; fixing it also stops its auto-tuning
@@ -88,7 +90,3 @@ def interleaved(fns: dict, repeats: int, slow_seconds: float = 3.0) -> tuple[dic
             times[name].append(time.perf_counter() - t0)
     med = {n: statistics.median(ts[1:] if len(ts) > 1 else ts) for n, ts in times.items()}
     return med, results
-
-
-# At import, before the benchmarks allocate anything: later frees then go straight back to the kernel.
-MALLOC_SET = setup_malloc()

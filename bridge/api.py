@@ -263,6 +263,18 @@ def newton_update(spec, X, T, damping: float = 1e-3, lr: float = 1.0, method: st
             "method": str(res.info.get("method", method))}
 
 
+def plan(spec, X, T, **opts) -> dict:
+    """How the dense Hessian, the diagonal and the products of this network are computed, and why
+    (``HessianOperator.plan`` as text fields): translated fully connected and convolutional networks take the
+    structured paths (``dense`` starts with ``"structured"``); ``budget`` says the memory budget used."""
+    pb = _problem(spec, X, T, opts)
+    info = pb.operator().plan()
+    products = info["products"]
+    return {"dense": info["dense"], "diagonal": info["diagonal"], "budget": info["budget"],
+            "products": products["one vector"], "block_products": products["blocks (matmat)"],
+            "parameters": int(info["size"])}
+
+
 def _as_float(value, what: str) -> float:
     try:
         return float(np.asarray(value, dtype=np.float64).reshape(-1)[0]) if np.size(value) == 1 else float("nan")
@@ -294,4 +306,4 @@ def predict(spec, X, *, x_format: str = "CB", dtype: str = "float64") -> tuple[n
 
 
 __all__ = ["hessian", "hvp", "diagonal", "blocks", "eigs", "trace", "newton_update", "index_map", "loss_value",
-           "predict", "prepare", "Problem"]
+           "predict", "plan", "prepare", "Problem"]

@@ -30,7 +30,7 @@ OTHER_PUBLIC: dict[str, str] = {
 
 #: bridge.api functions a request file may name (the decoder accepts exactly these).
 API_FUNCTIONS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "eigs", "trace", "newton_update",
-                                  "index_map", "loss_value", "predict")
+                                  "index_map", "loss_value", "predict", "plan")
 
 #: Options every wrapper takes: MATLAB name -> bridge.api keyword (None: used in MATLAB only).
 COMMON_OPTIONS: dict[str, str | None] = {

@@ -102,6 +102,33 @@ def to_device(x, device: torch.device, dtype: torch.dtype):
     return x
 
 
+class ConvertedBatches:
+    """The batches of fixed data on the parameters' device and dtype, converted once: batch ``i`` is
+    converted again only when its tensors were replaced or changed in place (identity and version), so every
+    pass sees the same tensors (a float32 batch fed to a float64 model is not copied on every product, and
+    work kept for it, such as a graph, stays valid)."""
+
+    def __init__(self):
+        self._kept: dict[int, tuple] = {}
+
+    def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype):
+        key = (_identity(x), _identity(y))
+        kept = self._kept.get(index)
+        if kept is not None and kept[0] == key:
+            return kept[1], kept[2]
+        cx, cy = to_device(x, device, dtype), to_device(y, device, dtype)
+        self._kept[index] = (key, cx, cy, x, y)  # the sources too: their ids stay theirs while kept
+        return cx, cy
+
+
+def _identity(x):
+    if isinstance(x, torch.Tensor):
+        return (id(x), x._version)
+    if isinstance(x, (tuple, list)):
+        return tuple(_identity(t) for t in x)
+    return id(x)
+
+
 def leading_dim(x) -> int:
     if isinstance(x, torch.Tensor):
         if x.dim() == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import NonFiniteError
@@ -10,7 +12,7 @@ from .errors import NonFiniteError
 def check_finite(t: torch.Tensor, what: str) -> None:
     """Raise when ``t`` has a NaN or Inf entry, saying how many and where to look."""
     # The sum is finite exactly when every entry is (barring overflow): a cheap test before the full one.
-    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+    if t.numel() and not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise NonFiniteError(
             f"{bad} of {t.numel()} entries of the {what} are NaN or Inf; check the data and the loss "

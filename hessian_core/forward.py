@@ -3,7 +3,8 @@
 * :func:`functional_forward`: ``model(*inputs)`` with some parameters replaced by given tensors
   (``torch.func.functional_call``), every registered parameter and buffer put back afterwards, also when
   the call raises (torch does not restore a module used twice, or one whose call a transform aborted),
-  inside :func:`analysis_scope`.
+  inside :func:`analysis_scope`. :func:`direct_forward`: the same for the model's own parameters, without
+  substituting them (cheaper for small models).
 * :func:`analysis_scope`: what a forward needs to be differentiable twice by ``torch.func`` and to compute
   the same function as the user's forward: the equivalent composites of :mod:`hessian_core.composites`,
   activation checkpointing run as the plain call it is a memory-saving form of, backward hooks (which only
@@ -104,6 +105,22 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
         after = [t._version for _, _, t in registered if t is not None]
         if after != before:
             raise _written(model, registered, before)
+
+
+def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
+    """``model(*inputs)`` as it is, for the model's own parameters (nothing substituted, no composites), inside
+    :func:`analysis_scope` and :func:`~hessian_core.second_order_kernels.second_order_kernels` like
+    :func:`functional_forward`, with the tensors a forward assigns as plain attributes put back. What a product
+    on a small model saves: the cost of substituting every parameter."""
+    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+    try:
+        with analysis_scope(model, False, used), second_order_kernels(model):
+            return model(*args)
+    finally:
+        for m, k, v in attributes:
+            if m.__dict__.get(k) is not v:
+                m.__dict__[k] = v
 
 
 def _unwrapped(model, tensors):
@@ -211,16 +228,37 @@ def _uncached_parametrizations():
         _parametrize._cache_enabled, _parametrize._cache = saved
 
 
+#: module types (exact) whose forward does not read ``self.training``: a model made only of these computes the
+#: same in either mode, and its flags need not be switched (a cost paid on every product of a small model)
+MODE_FREE = {
+    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Flatten, nn.Unflatten, nn.Identity,
+    nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Hardtanh, nn.ReLU6,
+    nn.Hardswish, nn.Hardsigmoid, nn.Softmax, nn.LogSoftmax,
+}
+
+
 @contextlib.contextmanager
 def model_mode(model: nn.Module, train: bool):
     """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
+    # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read it, as
+    # the legacy spectral_norm hook does): nothing to set or restore
+    hooked = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+    switch = any(flag != train for _, flag in flags) and (hooked or not all(
+        type(m) in MODE_FREE and not m._forward_hooks and not m._forward_pre_hooks for m, _ in flags))
     try:
-        model.train(train)
+        if switch:
+            model.train(train)
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        if switch:
+            for m, flag in flags:
+                if m.training != flag:
+                    m.training = flag
 
 
 @contextlib.contextmanager

@@ -52,16 +52,18 @@ from tqdm.auto import tqdm
 
 from . import distributed as _distributed
 from .composites import composites as _composites
-from .data import Batches, PassFingerprints, leading_dim, to_device
+from .data import Batches, ConvertedBatches, PassFingerprints, leading_dim, to_device
 from .diagnosis import unsupported
 from .errors import InvalidInputError
 from .finite import check_finite
-from .forward import functional_forward, model_mode, rng_scope
+from .forward import direct_forward, functional_forward, model_mode, rng_scope
 from .memory import resolve_budget
 from .params import ParamSpec
 from .validation import BatchProbe, probe
 
 REDUCTIONS = ("mean", "sum")
+#: seconds a pass over the data runs before its progress bar appears (shorter work shows none)
+PROGRESS_DELAY = 0.5
 
 
 def resolve_reduction(loss_fn, reduction: str | None) -> str:
@@ -214,6 +216,9 @@ class Objective:
         self.train_mode = check_bool(train_mode, "train_mode")
         self.seed = check_int(seed, "seed", None)
         self.budget = resolve_budget(memory_budget, self.params.device)
+        #: where the budget came from (plan() says it: the default depends on what else runs on the machine)
+        self.budget_source = ("half the memory free when the operator was built" if memory_budget is None
+                              else "memory_budget")
         self.progress = check_optional_bool(progress, "progress")
         parent = _derived_from
         if parent is None:
@@ -222,13 +227,16 @@ class Objective:
             self.probe: BatchProbe | None = None
             #: fingerprints of each pass over data that is not fixed (a DataLoader), see hessian_core.data
             self.fingerprints = None if self.batches.fixed else PassFingerprints(order_free=not self.train_mode)
+            self._converted = ConvertedBatches()
             #: what the equivalent composites replaced in this model's forward and loss ({op: what was done})
             self.substitutions: dict[str, str] = {}
             #: what happened on the way that plan() reports ({topic: note}), e.g. a structured path's fallback
             self.notes: dict[str, str] = {}
         else:  # the same model and data (with_params): share what was learned about them
+            self.budget_source = parent.budget_source
             self.reducer, self.batch_offset = parent.reducer, parent.batch_offset
             self.probe, self.fingerprints = parent.probe, parent.fingerprints
+            self._converted = parent._converted
             self.substitutions, self.notes = parent.substitutions, parent.notes
         if self.progress is None and self.reducer is not None and self.reducer.rank != 0:
             self.progress = False
@@ -260,12 +268,20 @@ class Objective:
         """``model(inputs)`` with the differentiated parameters replaced by ``params`` (see
         :func:`~hessian_core.forward.functional_forward`; ``others``: tensors for the other parameters, by
         name), random draws from ``seed``; on copies of the buffers and inputs when the forward writes into
-        them (always before :meth:`validate`; ``inputs_copied``: the caller passes copies already)."""
+        them (always before :meth:`validate`; ``inputs_copied``: the caller passes copies already).
+
+        Given the model's own parameter tensors (``params.tensors``, no tensor hooks on them), nothing to copy
+        or substitute, and a model whose first batch needed no composites, the model is called directly
+        (:func:`~hessian_core.forward.direct_forward`): the same computation without the cost of substituting
+        tensors (what a product on a small model spends most of its time on)."""
         probed = self.probe
         if buffers is None and (self.train_mode or probed is None or probed.mutates_buffers):
             buffers = {n: b.clone() for n, b in self.model.named_buffers()}
         if (probed is None or probed.mutates_inputs) and not inputs_copied:
             inputs = _copy(inputs)
+        elif buffers is None and others is None and not self.uses_composites and self._own(params):
+            with rng_scope(seed, self.params.device):
+                return direct_forward(self.model, inputs, used=self.substitutions)
         with rng_scope(seed, self.params.device):
             return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers, others=others,
                                       composites=self.uses_composites, used=self.substitutions)
@@ -282,22 +298,35 @@ class Objective:
             return contextlib.nullcontext()
         return _composites(self.model, self.substitutions)
 
+    def _own(self, params) -> bool:
+        """``params`` are the model's own differentiated parameters, without tensor hooks (which autograd
+        would run on them)."""
+        own = self.params.tensors
+        return len(params) == len(own) and all(a is b and not b._backward_hooks for a, b in zip(params, own))
+
     def contexts(self, desc: str | None = None):
         """Yield a :class:`BatchContext` per batch, inside the evaluation mode; a complete pass is
         fingerprinted (data that is not fixed must be the same in every pass)."""
         p = self.params
         it = self.batches
         prints = self.fingerprints
-        bar = tqdm(it, total=it.length, desc=desc, disable=(not self.progress) if self.progress is not None else None,
-                   leave=False)
+        n = it.length
+        bar = it
+        if self.progress is not False and (n is None or n > 1):  # a bar only for work long enough to watch
+            bar = tqdm(it, total=n, desc=desc, disable=None if self.progress is None else False, leave=False,
+                       delay=PROGRESS_DELAY)
+        converted = self._converted if it.fixed else None
         if prints is not None:
             prints.start()
         with model_mode(self.model, self.train_mode):
             for i, (x, y) in enumerate(bar):
-                if prints is not None:
+                if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
                     prints.add(i, x, y)
-                x = to_device(x, p.device, p.dtype)
-                y = to_device(y, p.device, p.dtype)
+                if converted is not None:  # fixed data: converted to the model's dtype once
+                    x, y = converted.get(i, x, y, p.device, p.dtype)
+                else:
+                    x = to_device(x, p.device, p.dtype)
+                    y = to_device(y, p.device, p.dtype)
                 count = self.count_fn(x, y)
                 count = float(count.item() if isinstance(count, torch.Tensor) else count)
                 if not count >= 0:

@@ -7,6 +7,7 @@ shape ``(P,)``; a block of ``k`` vectors has shape ``(P, k)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -133,8 +134,9 @@ class ParamSpec:
                 f"{name} has shape {tuple(v.shape)}; expected ({self.numel},) or ({self.numel}, k) "
                 f"for the {self.numel} parameters, or a list of {len(self)} param-shaped tensors"
             )
-        v = v.to(device=self.device, dtype=self.dtype)
-        if v.numel() and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all()):
+        if v.dtype != self.dtype or v.device != self.device:
+            v = v.to(device=self.device, dtype=self.dtype)
+        if v.numel() and not math.isfinite(float(v.sum())) and not bool(torch.isfinite(v).all()):
             raise InvalidInputError(f"{name} has NaN or Inf entries")
         return v
 

@@ -77,7 +77,7 @@ def sliced_apply(op, ctx, prepare, slices):
             sub = BatchContext(op.objective, take(ctx.inputs, rows), take(ctx.targets, rows), ctx.index, ctx.count)
             sub.first_row = rows.start
             part = prepare(sub)
-            if V.shape[1] == 1 and hasattr(part, "per_parameter"):
+            if V.shape[1] == 1 and getattr(part, "per_parameter", None) is not None:
                 # one vector: sum per parameter in place (two copies of the parameters at most, not three)
                 new = part.per_parameter(V)
                 if out is None:

@@ -46,3 +46,22 @@ def spectrum_matrix(values, seed=0):
     values = torch.as_tensor(values, dtype=torch.float64)
     Q, _ = torch.linalg.qr(torch.randn(len(values), len(values), generator=g, dtype=torch.float64))
     return Q @ torch.diag(values) @ Q.T
+
+
+def func_hessian(model, loss_fn, inputs, targets):
+    """torch.func.hessian (forward-over-reverse, vmapped) on the full batch, as users call it."""
+    f, theta0 = flat_loss_fn(model, loss_fn, inputs, targets)
+    return torch.func.hessian(f)(theta0)
+
+
+def fd_hessian(model, loss_fn, inputs, targets, step=1e-5):
+    """Central finite differences of the float64 gradient: independent of PyTorch's second derivatives."""
+    f, theta0 = flat_loss_fn(model, loss_fn, inputs, targets)
+    g = torch.func.grad(f)
+    rows = []
+    for i in range(theta0.numel()):
+        e = torch.zeros_like(theta0)
+        e[i] = step
+        rows.append((g(theta0 + e) - g(theta0 - e)) / (2 * step))
+    H = torch.stack(rows)
+    return (H + H.T) / 2

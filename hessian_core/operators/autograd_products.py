@@ -1,13 +1,12 @@
 """Curvature products by plain ``torch.autograd`` (no ``torch.func`` transform), one vector at a time.
 
-The operators use ``torch.func`` (vmapped, composable). A few models cannot run under its transforms
+The GGN operator uses ``torch.func`` (vmapped, composable). A few models cannot run under its transforms
 although ordinary autograd differentiates them twice: old-style ``autograd.Function`` subclasses (a
 ``forward(ctx, ...)`` without ``setup_context``), kernels that read raw data pointers (an LSTM on a
-``PackedSequence``), saved-tensor hooks. For those the operators switch to the products below (and
-:meth:`plan` says so): the same mathematics, a double backward per vector.
-
-Both take a :class:`~hessian_core.objective.BatchContext` and a
-:class:`~hessian_core.params.ParamSpec` and return ``apply(V)`` for ``V`` of shape ``(P, k)``.
+``PackedSequence``), saved-tensor hooks. For those it switches to :func:`ggn_products` (and :meth:`plan`
+says so): the same mathematics, a double backward per vector. (The Hessian's products are plain autograd
+always: :class:`~hessian_core.operators.hessian.HessianOperator`.) :func:`twice_differentiable` refuses a
+graph through ``@once_differentiable`` Functions, whose second derivative autograd would drop.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ def _leaves(spec):
     return tuple(p.detach().requires_grad_() for p in spec.primals())
 
 
-def _twice_differentiable(tensor):
+def twice_differentiable(tensor):
     """Refuse a graph through ``@once_differentiable`` Functions: autograd would silently drop their second
     derivative (their gradient is a constant to it)."""
     once = functions_in_graph(tensor, once=True)
@@ -51,24 +50,6 @@ def _grad(outputs, inputs, cotangents):
     return [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs)]
 
 
-def hessian_products(ctx, spec):
-    """``apply(V) = H_b V``: one forward and backward with graph, then a double backward per column."""
-    leaves = _leaves(spec)
-    with torch.enable_grad():
-        loss = ctx.loss(leaves)
-        _twice_differentiable(loss)
-        grads = _grad([loss], leaves, [torch.ones_like(loss)])
-
-    def apply(V):
-        cols = []
-        with torch.no_grad():
-            for j in range(V.shape[1]):
-                cols.append(spec.flatten(_grad(grads, leaves, spec.unflatten(V[:, j]))))
-        return torch.stack(cols, dim=1)
-
-    return apply
-
-
 def ggn_products(ctx, spec, split):
     """``apply(V) = J_b^T H_b J_b V``; ``split(outputs) -> (floating leaves, rebuild)`` as in
     :mod:`hessian_core.operators.ggn`. ``J v`` is the double-vjp ``d/du (J^T u) v`` (no forward mode)."""
@@ -76,10 +57,10 @@ def ggn_products(ctx, spec, split):
     with torch.enable_grad():
         outputs, rebuild = split(ctx.outputs(leaves))
         for o in outputs:
-            _twice_differentiable(o)
+            twice_differentiable(o)
         z = tuple(o.detach().requires_grad_() for o in outputs)
         loss = ctx.loss_of_outputs(rebuild(z))
-        _twice_differentiable(loss)
+        twice_differentiable(loss)
         gz = _grad([loss], z, [torch.ones_like(loss)])
         u = tuple(torch.zeros_like(o, requires_grad=True) for o in outputs)
         jtu = _grad(outputs, leaves, u)

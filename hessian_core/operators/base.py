@@ -23,6 +23,7 @@ once for all of them:
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 
 import numpy as np
@@ -97,7 +98,7 @@ class LinearOperator:
         if t.dim() not in (1, 2) or t.shape[0] != self.size:
             raise InvalidInputError(f"{name} has shape {tuple(t.shape)}; expected ({self.size},) or ({self.size}, k)")
         t = t.to(device=self.device, dtype=self.dtype)
-        if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+        if t.numel() and not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
             raise InvalidInputError(f"{name} has NaN or Inf entries")
         return t
 
@@ -124,7 +125,7 @@ class LinearOperator:
             raise InvalidInputError(
                 f"{type(self).__name__} returned shape {tuple(out.shape)} for a block of shape {tuple(V.shape)}")
         self.num_matvecs += V.shape[1]
-        return out.to(dtype=self.dtype, device=self.device)
+        return out if out.dtype == self.dtype and out.device == self.device else out.to(self.device, self.dtype)
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``A V`` for a validated ``V`` of shape ``(P, k)``, ``k >= 1``: what subclasses implement."""
@@ -146,6 +147,12 @@ class LinearOperator:
         this scope around its own loops (Lanczos, CG, dense columns); open it around your own loop of
         products when you change nothing in between (``with op.reuse(): scipy.sparse.linalg.eigsh(...)``)."""
         yield self
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        """Vectors to hand to one ``matmat`` (``k`` or 1) for a routine that needs ``cost`` times more products
+        with blocks of ``k`` than with single vectors: ``k`` when a block's product is more than ``cost``
+        times cheaper per column. Here blocks are one matrix product, so ``k``; curvature operators measure."""
+        return k
 
     # -- dense results -----------------------------------------------------------------------------
     def dense_columns(self, reserved: int) -> int:
@@ -270,6 +277,9 @@ class ScaledOperator(LinearOperator):
     def reuse(self):
         return self.op.reuse()
 
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return self.op.preferred_block(k, cost)
+
     def plan(self) -> dict:
         return {**super().plan(), "alpha": self.alpha, "of": self.op.plan()}
 
@@ -309,6 +319,9 @@ class SumOperator(LinearOperator):
             for t in self.terms:
                 stack.enter_context(t.reuse())
             yield self
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return min(t.preferred_block(k, cost) for t in self.terms)
 
     def plan(self) -> dict:
         return {**super().plan(), "terms": [t.plan() for t in self.terms]}
@@ -474,6 +487,9 @@ class BlockDiagonalOperator(LinearOperator):
             out[idx[:, None], idx[None, :]] = op.to_dense()
         return out
 
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return min(op.preferred_block(k, cost) for _, op in self.blocks)
+
     def plan(self) -> dict:
         return {**super().plan(), "blocks": [op.plan() for _, op in self.blocks]}
 
@@ -540,6 +556,9 @@ class CountingView(LinearOperator):
 
     def reuse(self):
         return self.op.reuse()
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        return self.op.preferred_block(k, cost)
 
     def plan(self) -> dict:
         return self.op.plan()

@@ -17,11 +17,15 @@ inside the scope.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.func import vmap
 
+from .. import distributed
 from ..arguments import check_optional_int, check_options
 from ..errors import InvalidInputError
 from ..forward import tensor_versions as _versions
@@ -29,6 +33,36 @@ from ..memory import chunk_size as _chunk_size
 from ..memory import format_bytes
 from ..objective import OBJECTIVE_OPTIONS, Objective, keyword_options
 from .base import LinearOperator, unit_columns
+
+#: vmapped block products may always use this much working memory (beyond that, at most about twice one
+#: product's): small models gain most from batching, and their products are small
+BLOCK_WORK_BYTES = 4 * 2**20
+
+
+@dataclass
+class Products:
+    """One batch's curvature products (what :meth:`CurvatureOperator._prepare` returns).
+
+    ``block(V)``: ``(P, k) -> (P, k)``, the fastest per column for many columns (dense results).
+    ``one(v)``: ``(P,) -> (P,)`` through a graph kept for this batch (a plain double backward), and
+    ``batched(V)``: all columns of ``V`` through that same graph at once; given both, ``matmat`` measures
+    which is faster per column for this model (:attr:`CurvatureOperator.block_mode`).
+    ``ready()`` builds the kept graph (so that a measurement times the products alone).
+    ``per_parameter(V)``: one column ``(P, 1)`` -> the product as a list of parameter-shaped tensors (what
+    :mod:`hessian_core.sample_slices` sums over slices in place)."""
+
+    block: Callable
+    one: Callable | None = None
+    batched: Callable | None = None
+    ready: Callable | None = None
+    per_parameter: Callable | None = None
+
+    def __call__(self, V):
+        return self.block(V)
+
+
+def as_products(prepared) -> Products:
+    return prepared if isinstance(prepared, Products) else Products(prepared)
 
 
 class CurvatureOperator(LinearOperator):
@@ -65,6 +99,11 @@ class CurvatureOperator(LinearOperator):
         self.chunk = check_optional_int(chunk_size, "chunk_size")
         #: False once vmap failed on this model (products then go one vector at a time)
         self.vmap_ok = True
+        #: how ``matmat`` applies several columns: ``"loop"`` (one double backward each, through one kept graph)
+        #: or ``"vmap"`` (batches of columns at once); measured on the first block product (``None`` before)
+        self.block_mode: str | None = "vmap" if self.chunk is not None else None
+        #: time per column of the loop over that of the batched products, as measured (``None`` before)
+        self.block_speedup: float | None = None
         self._reuse_depth = 0
         self._kept: tuple | None = None  # (key, apply) of a one-batch objective, inside reuse()
         objective.validate()
@@ -97,8 +136,10 @@ class CurvatureOperator(LinearOperator):
             "curvature": self.kind,
             "batches": o.batches.length,
             "reduction": o.reduction,
+            "budget": f"{format_bytes(self.budget)} ({o.budget_source})",
             "chunk_size": self.chunk_size(),
             "vmap": self.vmap_ok,
+            "block products": self._block_plan(),
             "graph reuse": ("inside reuse() (one batch)" if o.batches.length == 1
                             else "none (several batches: each product passes over the data)"),
             "random forward": (f"draws fixed per batch from seed={o.seed}" if (o.train_mode or probe.random)
@@ -121,18 +162,113 @@ class CurvatureOperator(LinearOperator):
     def dense_columns(self, reserved: int) -> int:
         return self.chunk_size(reserved)
 
+    def block_columns(self) -> int:
+        """Columns per batched product in ``matmat``: what the budget allows (:meth:`chunk_size`), and a working
+        set of at most ``max(BLOCK_WORK_BYTES, 2 x one product's)``, so that a block never needs much more
+        memory than the products one at a time."""
+        if self.chunk is not None:
+            return self.chunk
+        per_col = self.objective.bytes_per_column()
+        return int(max(1, min(self.chunk_size(), max(BLOCK_WORK_BYTES, 2 * per_col) // per_col)))
+
+    def block_size(self) -> int:
+        """How many vectors a routine should hand to one ``matmat`` for speed: the batched block when it was
+        measured faster than the loop, else 1 (Lanczos, estimators and solvers need fewer products with
+        smaller blocks, and a block costs as much as its columns one by one)."""
+        return self.block_columns() if self.block_mode == "vmap" else 1
+
+    def preferred_block(self, k: int, cost: float = 1.0) -> int:
+        """``k`` when batched products were measured more than ``cost`` times faster per column than the loop
+        (measured now on the first batch, with ``k`` random vectors, if not yet), else 1."""
+        if k < 2:
+            return 1
+        if self.block_mode is None:
+            self._measure_now(k)
+        pays = self.block_mode == "vmap" and (self.block_speedup or 1.0) > cost
+        # measured on each rank: all of them must take the same block size (a collective when distributed)
+        return k if not distributed.any_rank(self.objective, not pays) else 1
+
+    def _measure_now(self, k: int) -> None:
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        V = torch.randn(self.size, min(k, self.block_columns()) + 1, generator=gen, dtype=self.dtype,
+                        device=self.device)
+        acc = torch.zeros_like(V)
+        with contextlib.closing(self.objective.contexts()) as batches:
+            prod = as_products(self._prepared(next(batches)))
+            if prod.one is None or prod.batched is None or V.shape[1] < 3:
+                self.block_mode = self.block_mode or ("vmap" if prod.one is None else "loop")
+                return
+            self._measure(prod, V, acc, 1.0, V.shape[1] - 1)
+
+    def _block_plan(self) -> str:
+        if self.block_mode is None:
+            return f"not measured yet (batches of up to {self.block_columns()} columns, or a loop)"
+        gain = "" if self.block_speedup is None else f"; measured {self.block_speedup:.2f}x the loop's speed"
+        if self.block_mode == "vmap":
+            return f"batched, {self.block_columns()} columns at a time{gain}"
+        return f"a loop of double backwards through one graph per batch{gain}"
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         k = V.shape[1]
         out = torch.zeros(self.size, k, dtype=self.dtype, device=self.device)
-        step = self.chunk_size()
 
         def contribution(ctx, acc, w):
-            apply = self._prepared(ctx)
-            for a in range(0, k, step):
-                acc[:, a:a + step].add_(apply(V[:, a:a + step]), alpha=w)
+            self._products_into(as_products(self._prepared(ctx)), V, acc, w)
 
         return self.objective.accumulate(contribution, out, per_sample=self.per_sample,
                                          desc=f"{self.kind} products")
+
+    def _products_into(self, prod: Products, V: torch.Tensor, acc: torch.Tensor, w: float) -> None:
+        """``acc += w * (this batch's curvature) V``: one column through the kept graph, several by the
+        faster of a loop and batches (measured once per operator on the first block)."""
+        k = V.shape[1]
+        if prod.one is None:
+            step = self.chunk_size()
+            for a in range(0, k, step):
+                acc[:, a:a + step].add_(prod.block(V[:, a:a + step]), alpha=w)
+            return
+        if k == 1:
+            acc[:, 0].add_(prod.one(V[:, 0]), alpha=w)
+            return
+        step = self.block_columns()
+        start = 0
+        if self.block_mode is None:
+            if step < 2 or prod.batched is None:
+                self.block_mode = "loop"
+            else:
+                start = self._measure(prod, V, acc, w, step)
+        if self.block_mode == "vmap":
+            for a in range(start, k, step):
+                try:
+                    acc[:, a:a + step].add_(prod.batched(V[:, a:a + step]), alpha=w)
+                except (RuntimeError, NotImplementedError):
+                    self.block_mode = "loop"  # a batching rule is missing for this model
+                    start = a
+                    break
+            else:
+                return
+        for j in range(start, k):
+            acc[:, j].add_(prod.one(V[:, j]), alpha=w)
+
+    def _measure(self, prod: Products, V, acc, w, step: int) -> int:
+        """Time one column through the loop and the next ``step`` batched; keep the faster per column."""
+        if prod.ready is not None:
+            prod.ready()
+        k = V.shape[1]
+        t0 = _now(self.device)
+        acc[:, 0].add_(prod.one(V[:, 0]), alpha=w)
+        t1 = _now(self.device)
+        b = min(k, 1 + step)
+        try:
+            acc[:, 1:b].add_(prod.batched(V[:, 1:b]), alpha=w)
+        except (RuntimeError, NotImplementedError):
+            self.block_mode = "loop"
+            return 1
+        t2 = _now(self.device)
+        per_loop, per_block = t1 - t0, (t2 - t1) / (b - 1)
+        self.block_speedup = per_loop / max(per_block, 1e-12)
+        self.block_mode = "vmap" if per_block < per_loop else "loop"
+        return b
 
     @contextlib.contextmanager
     def reuse(self):
@@ -158,7 +294,7 @@ class CurvatureOperator(LinearOperator):
         step = self.chunk_size(reserved=P * P * self.itemsize)
 
         def contribution(ctx, acc, w):
-            apply = self._prepare(ctx)
+            apply = as_products(self._prepare(ctx)).block
             for a in range(0, P, step):
                 b = min(a + step, P)
                 acc[:, a:b].add_(apply(unit_columns(P, a, b, self.dtype, self.device)), alpha=w)
@@ -174,7 +310,7 @@ class CurvatureOperator(LinearOperator):
         step = self.chunk_size()
 
         def contribution(ctx, acc, w):
-            apply = self._prepare(ctx)
+            apply = as_products(self._prepare(ctx)).block
             for a in range(0, P, step):
                 b = min(a + step, P)
                 cols = apply(unit_columns(P, a, b, self.dtype, self.device))
@@ -232,3 +368,11 @@ class CurvatureOperator(LinearOperator):
         """tuple of ``(k, *shape)`` -> ``(P, k)``."""
         k = parts[0].shape[0]
         return torch.cat([p.reshape(k, -1) for p in parts], dim=1).T
+
+
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import grad, jvp
 
 from ..arguments import check_bool, check_choice
 from ..diagnosis import unsupported
 from ..errors import InvalidInputError
 from ..sample_slices import output_numel, plan, sliced_apply
 from . import self_check as _check
-from .autograd_products import hessian_products, transforms_unsupported
-from .curvature import CurvatureOperator
+from .autograd_products import transforms_unsupported, twice_differentiable
+from .curvature import CurvatureOperator, Products
 
 STRATEGIES = ("auto", "structured", "generic")
 
@@ -21,18 +22,20 @@ STRATEGIES = ("auto", "structured", "generic")
 class HessianOperator(CurvatureOperator):
     """Exact Hessian ``H = d^2 L / d theta^2`` of the globally normalized loss (see :mod:`..objective`).
 
-    Products are reverse-over-reverse: one forward and backward per batch builds ``grad`` with its graph
-    (``vjp(grad(loss))``), and every chunk of vectors is one vmapped double-backward through it. Since
-    ``H`` is symmetric, ``vjp`` of the gradient is ``H v``. Reverse-over-reverse needs only double
-    backward, which every op has. Blocks of many vectors first try forward-over-reverse
-    (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often faster through convolutions; where an
-    op has no forward-mode derivative (or the self-check finds it disagreeing) the operator keeps to
-    reverse-over-reverse. Models that ``torch.func`` cannot run (old-style autograd Functions, packed
-    sequences) use plain ``torch.autograd`` double backward (:mod:`.autograd_products`).
+    Products are reverse-over-reverse: one forward and backward per batch builds the gradient with its graph
+    (plain autograd), and each vector is one double backward through it (``H v = d(g . v)/d theta``); a
+    block of vectors goes through the same graph one column at a time or all at once (autograd's batched
+    gradients), whichever was measured faster for this model (:attr:`block_mode`). Reverse-over-reverse
+    needs only double backward, which every op has; a graph through an ``autograd.Function`` marked
+    ``@once_differentiable`` is refused (its second derivative would be dropped). Dense results (many
+    vectors) first try forward-over-reverse (``jvp(grad(loss))``, vmapped, as ``torch.func.hessian``), often
+    faster through convolutions; where an op has no forward-mode derivative (or the self-check finds it
+    disagreeing) the operator keeps to reverse-over-reverse, and for models ``torch.func`` cannot run
+    (old-style autograd Functions, packed sequences) to plain autograd (``engine == "autograd"``).
 
     ``self_check=True`` (default): on the first batch, two products check ``u^T H w = w^T H u`` and one
-    compares forward-over-reverse with reverse-over-reverse (:mod:`.self_check`); a model whose PyTorch
-    second derivatives are not symmetric is refused with its modules named.
+    compares forward-over-reverse with reverse-over-reverse before its first use (:mod:`.self_check`); a
+    model whose PyTorch second derivatives are not symmetric is refused with its modules named.
 
     A batch whose product would exceed the memory budget is processed in slices of samples, exactly, for
     the losses of :mod:`hessian_core.loss_hessians` (:mod:`hessian_core.sample_slices`).
@@ -55,15 +58,21 @@ class HessianOperator(CurvatureOperator):
         self.forward_over_reverse_ok = True
         #: why forward-over-reverse is not used (None while it is)
         self.forward_over_reverse_note: str | None = None
-        #: "torch.func" (vmapped transforms) or "autograd" (plain double backward, for models torch.func rejects)
+        #: "torch.func" (forward-over-reverse transforms for dense columns) or "autograd" (plain autograd only,
+        #: for models torch.func rejects); products of one vector or a block are plain autograd either way
         self.engine = "torch.func"
         self.engine_note: str | None = None
         #: the self-check's result on the first batch (None before it ran)
         self.check_report: str | None = None
         #: whether forward-over-reverse was compared with reverse-over-reverse (before its first use)
         self.forward_checked = False
+        #: whether a graph of this operator was checked for @once_differentiable Functions
+        self.graph_checked = False
         #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
         self.last_strategy: str | None = None
+        #: which computation that was ("Linear chain", "graph (per sample, ...)", "square-root factors",
+        #: "generic products"), and why the structured one did not run when it did not
+        self.last_path: str | None = None
 
     def _options(self) -> dict:
         return {**super()._options(), "strategy": self.strategy, "self_check": self.self_check}
@@ -107,20 +116,23 @@ class HessianOperator(CurvatureOperator):
         o = self.objective
         random = o.train_mode or o.validate().random
         if self.engine == "autograd":
-            blocks = "plain autograd double backward, one vector at a time"
+            columns = "plain autograd double backward through the batch's graph"
         elif self.forward_over_reverse_ok and not random:
-            blocks = "forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
+            columns = "forward-over-reverse (vmapped jvp of the gradient), else reverse-over-reverse"
         else:
-            blocks = "reverse-over-reverse (vmapped double backward)"
+            columns = "reverse-over-reverse (batched double backward)"
         dense, why_dense = dense_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
         diag, why_diag = diagonal_plan(o) if self.strategy != "generic" else (False, "strategy='generic'")
         out = {
             **super().plan(),
             "engine": self.engine + (f" ({self.engine_note})" if self.engine_note else ""),
-            "products": {"one vector": "reverse-over-reverse (double backward)", "blocks": blocks},
+            "products": {"one vector": "a double backward through the batch's graph (plain autograd)",
+                         "blocks (matmat)": self._block_plan(),
+                         "block size for eigsh and the estimators": self.block_size(),
+                         "dense columns": f"{columns}, {self.chunk_size()} at a time"},
             "dense": ("structured: " if dense else "generic chunked products: ") + why_dense,
             "diagonal": ("structured: " if diag else "generic unit-vector products: ") + why_diag,
-            "last dense or diagonal": self.last_strategy or "none yet",
+            "last dense or diagonal": self.last_path or "none yet",
             "self-check": (self.check_report or "on the first batch") if self.self_check else "off (self_check=False)",
         }
         if self.forward_over_reverse_note:
@@ -138,44 +150,98 @@ class HessianOperator(CurvatureOperator):
             return sliced_apply(self, ctx, self._prepare_whole, slices)
         return self._prepare_whole(ctx)
 
-    def _prepare_whole(self, ctx):
-        current = {}
+    def _prepare_whole(self, ctx) -> Products:
+        primals = self.params.primals()
+        random = self.objective.train_mode or self.objective.validate().random
+        kept = []  # (leaves, gradient with its graph, indices of the gradient parts that depend on theta)
 
-        def build():
-            if self.engine == "autograd":
-                current["products"] = _AutogradProducts(hessian_products(ctx, self.params))
-            else:
-                current["products"] = _FuncProducts(self, ctx)
+        def ready():  # one forward and backward with graph, plain autograd (no transform overhead)
+            if not kept:
+                # The model's own parameters when they can be differentiated as they are (Objective.forward
+                # then calls the model directly; autograd.grad never writes .grad), else detached aliases.
+                own = self.params.tensors
+                leaves = tuple(own) if self.objective._own(own) else tuple(
+                    p.detach().requires_grad_(True) for p in primals)
+                with torch.enable_grad():
+                    loss = ctx.loss(leaves)
+                    if not self.graph_checked:  # once per operator: a graph walk
+                        twice_differentiable(loss)
+                        self.graph_checked = True
+                    grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+                kept.append((leaves, grads, [i for i, g in enumerate(grads) if g is not None and g.requires_grad]))
+            return kept[0]
 
-        def run(method, V):
-            if not current:
-                build()
-            try:
-                return getattr(current["products"], method)(V)
-            except (RuntimeError, NotImplementedError) as e:
-                if self.engine == "autograd" or not transforms_unsupported(e):
-                    raise
-                self.engine = "autograd"
-                self.engine_note = "torch.func cannot run this model: " + str(e).strip().splitlines()[0][:120]
-                build()
-                return getattr(current["products"], method)(V)
+        def parts_of(v):  # H v per parameter: one double backward through the kept graph
+            leaves, grads, used = ready()
+            if not used:
+                return [torch.zeros_like(t) for t in leaves]
+            parts = v.split(self.params.numels)
+            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i].view(leaves[i].shape) for i in used],
+                                     retain_graph=True, allow_unused=True)
+            return [h if h is not None else torch.zeros_like(t) for h, t in zip(hv, leaves)]
+
+        def one(v):
+            return torch.cat([h.reshape(-1) for h in parts_of(v)])
+
+        def batched(V):  # every column through the kept graph at once (autograd's batched gradients)
+            leaves, grads, used = ready()
+            if not used:
+                return torch.zeros_like(V)
+            parts = self._tangents(V)
+            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i] for i in used],
+                                     retain_graph=True, allow_unused=True, is_grads_batched=True)
+            k = V.shape[1]
+            return self._flat_columns([h if h is not None else t.new_zeros((k, *t.shape)) for h, t in zip(hv, leaves)])
+
+        def loop(V):
+            return torch.stack([one(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+        def reverse(V):  # several columns through the kept graph: batched where autograd can, else a loop
+            if V.shape[1] == 1:
+                return one(V[:, 0])[:, None]
+            if self.vmap_ok:
+                try:
+                    return batched(V)
+                except (RuntimeError, NotImplementedError) as e:
+                    out = loop(V)  # raises the error of one product, if any (then it is not batching's)
+                    if not transforms_unsupported(e):
+                        warnings.warn(f"{type(self).__name__}: batched double backward failed "
+                                      f"({str(e).splitlines()[0]}); one product at a time", RuntimeWarning,
+                                      stacklevel=3)
+                    self.vmap_ok = False
+                    return out
+            return loop(V)
+
+        def forward(V):
+            return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
+
+        def block(V):  # many columns (dense results): forward-over-reverse where it works, else reverse
+            if V.shape[1] > 1 and self.engine == "torch.func" and self.forward_over_reverse_ok and not random:
+                # Forward-over-reverse is often faster through convolutions. Not for random forwards: each
+                # chunk reruns the forward, and the draws must stay those of the one reverse-mode graph.
+                if self.self_check and not self.forward_checked and self.check_report is not None:
+                    self._check_forward(forward, reverse)
+                if self.forward_over_reverse_ok and self.engine == "torch.func":
+                    try:
+                        return forward(V)
+                    except (RuntimeError, NotImplementedError) as e:
+                        self._forward_failed(e)
+                        self.vmap_ok = True
+            return reverse(V)
 
         if self.self_check and self.check_report is None:
-            self.check_report = _check.check_symmetry(self, lambda V: run("reverse", V), "Hessian")
+            self.check_report = _check.check_symmetry(self, loop, "Hessian")
+        return Products(block=block, one=one, batched=batched, ready=ready,
+                        per_parameter=lambda V: parts_of(V[:, 0]))
 
-        def per_parameter(V):  # one vector, answered per parameter (for sums over sample slices)
-            if not current:
-                build()
-            products = current["products"]
-            if isinstance(products, _FuncProducts):
-                return products.per_parameter(V)
-            return [t[..., 0] for t in self.params.unflatten(products.reverse(V))]
-
-        def apply(V):
-            return run("apply", V)
-
-        apply.per_parameter = per_parameter  # for sums over sample slices (hessian_core.sample_slices)
-        return apply
+    def _forward_failed(self, e: BaseException) -> None:
+        """Forward-over-reverse raised ``e``: torch.func cannot run the model at all (plain autograd from now
+        on), or some op has no forward-mode derivative (reverse-over-reverse for dense columns)."""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if transforms_unsupported(e):
+            self.engine = "autograd"
+            self.engine_note = "torch.func cannot run this model: " + first[:120]
+        self._no_forward_over_reverse("no forward-mode derivative here: " + first)
 
     def _check_forward(self, forward, reverse):
         """Forward-over-reverse against reverse-over-reverse on one probe, before forward-over-reverse is used
@@ -190,7 +256,7 @@ class HessianOperator(CurvatureOperator):
         try:
             diff = _check.relative_difference(forward(u), reverse(u))
         except (RuntimeError, NotImplementedError) as e:
-            self._no_forward_over_reverse("no forward-mode derivative here: " + str(e).strip().splitlines()[0])
+            self._forward_failed(e)
             return
         if diff > tol:
             self._no_forward_over_reverse(
@@ -206,95 +272,49 @@ class HessianOperator(CurvatureOperator):
 
     # -- dense results: structured when possible -----------------------------------------------------
     def _structured(self, fn, what: str):
+        """The structured result of ``fn`` (an Outcome), or ``None``; records which path ran."""
         if self.strategy == "generic":
+            self.last_strategy, self.last_path = "generic", "generic products (strategy='generic')"
             return None
-        result = fn(self.objective)
-        if result is None and self.strategy == "structured":
-            raise InvalidInputError(
-                f"strategy='structured': the {what} of this model cannot use the structured path (it needs an "
-                "nn.Sequential of Linear layers -- for the diagonal also conv and pooling layers -- with "
-                "elementwise activations, and a loss that sums over samples); use strategy='auto' or 'generic'"
-            )
-        return result
+        notes = self.objective.notes
+        notes.pop("structured", None)  # (a structured path that fails records why there)
+        result = fn(self.objective, force=self.strategy == "structured")
+        if result.value is None:
+            if "structured" in notes:
+                notes["structured"] += "; the generic path ran instead"
+            if self.strategy == "structured":
+                raise InvalidInputError(
+                    f"strategy='structured': the {what} of this model cannot use the structured path "
+                    f"({result.path}); use strategy='auto' or 'generic'")
+            self.last_strategy, self.last_path = "generic", f"generic products (structured: {result.path})"
+            return None
+        if "structured" in notes:
+            notes["structured"] += f"; {result.path} ran instead"
+        self.last_strategy, self.last_path = "structured", f"structured: {result.path}"
+        return result.value
 
     def to_dense(self) -> torch.Tensor:
-        """The whole ``(P, P)`` Hessian: structured (Kronecker blocks, one GEMM per layer pair) for Linear
-        chains, else chunked vmapped products; memory checked against the budget either way."""
+        """The whole ``(P, P)`` Hessian: structured (Kronecker blocks for Linear chains, second-order
+        propagation through traced graphs) where that applies and pays, else chunked products; memory checked
+        against the budget either way."""
         from ..structured import structured_dense
 
         P = self.size
         self._dense_check(P * P * self.itemsize, f"the dense {P} x {P} {self.kind} matrix ({self.dtype})")
         H = self._structured(structured_dense, "dense Hessian")
-        self.last_strategy = "generic" if H is None else "structured"
         if H is None:
             return super().to_dense()
         self.num_matvecs += P
         return H
 
     def diagonal(self) -> torch.Tensor:
-        """Exact diagonal ``(P,)``: one Hessian backpropagation per batch for Linear chains and Sequentials
-        with convolutions (:mod:`hessian_core.structured`), else products with unit vectors."""
+        """Exact diagonal ``(P,)``: Hessian backpropagation for Linear chains, square-root factors for
+        Sequentials with convolutions, the graph engine for traced models (:mod:`hessian_core.structured`),
+        else products with unit vectors."""
         from ..structured import structured_diagonal
 
         d = self._structured(structured_diagonal, "Hessian diagonal")
-        self.last_strategy = "generic" if d is None else "structured"
         if d is None:
             return super().diagonal()
         self.num_matvecs += self.size
         return d
-
-
-class _FuncProducts:
-    """Batch ``ctx``'s Hessian products through ``torch.func``: ``reverse`` (vmapped double backward through
-    one graph), ``forward`` (vmapped forward-over-reverse) and ``apply`` (the operator's choice)."""
-
-    def __init__(self, op: HessianOperator, ctx):
-        self.op, self.ctx = op, ctx
-        self.primals = op.params.primals()
-        self.graph = []  # vjp of the gradient, built on first use (one forward and backward with graph)
-
-    def _vjp(self):  # called outside vmap, so the graph belongs to no vmap level
-        if not self.graph:
-            self.graph.append(vjp(grad(self.ctx.loss), self.primals)[1])
-        return self.graph[0]
-
-    def per_parameter(self, V) -> list:
-        """One vector ``(P, 1)``: a plain double backward, no vmap overhead; the product per parameter."""
-        return list(self._vjp()(tuple(t[..., 0] for t in self.op.params.unflatten(V)))[0])
-
-    def reverse(self, V):
-        if V.shape[1] == 1:  # (flatten_list: the peak is the flat result and one parameter, not two copies)
-            return self.op.params.flatten_list(self.per_parameter(V))[:, None]
-        vjp_fn = self._vjp()
-        return self.op._batched(lambda t: vjp_fn(t)[0], V)
-
-    def forward(self, V):
-        return self.op._batched(lambda t: jvp(grad(self.ctx.loss), (self.primals,), (t,))[1], V)
-
-    def apply(self, V):
-        op = self.op
-        random = op.objective.train_mode or op.objective.validate().random
-        kept = op._reuse_depth > 0 and bool(self.graph)
-        if V.shape[1] > 1 and op.forward_over_reverse_ok and not random and not kept:
-            # Many vectors (dense, diagonal): forward-over-reverse is often faster through convolutions. Not
-            # for random forwards: each chunk reruns the forward, and the draws must stay those of the one
-            # reverse-mode graph. Not once that graph is kept (inside reuse()): a double backward through it
-            # needs no forward.
-            if op.self_check and not op.forward_checked and op.check_report is not None:
-                op._check_forward(self.forward, self.reverse)
-                if not op.forward_over_reverse_ok:
-                    return self.reverse(V)
-            try:
-                return self.forward(V)
-            except (RuntimeError, NotImplementedError) as e:
-                op._no_forward_over_reverse("no forward-mode derivative here: " + str(e).strip().splitlines()[0])
-                op.vmap_ok = True
-        return self.reverse(V)
-
-
-class _AutogradProducts:
-    def __init__(self, apply):
-        self.reverse = self.apply = apply
-
-    def forward(self, V):
-        raise NotImplementedError("no forward-over-reverse without torch.func")

@@ -121,11 +121,13 @@ def eigsh(
             usually ``~ residual^2 / gap``. Default ``sqrt(eps)`` of the dtype (1.5e-8 in float64).
         max_matvecs: budget of products (``>= 1``); the result says which pairs converged (``stopped=
             "max_matvecs"``, and a warning) when it is spent. Default ``max(1000, 50 * ncv)``.
-        block_size: vectors per block (one batched product). Default ``min(k, 4)``: resolves repeated
-            eigenvalues up to multiplicity 4; ``1`` needs the fewest products, by far at the hard end of
-            a network Hessian (the dense bulk near zero, usually ``which="SA"``: about 4x fewer than blocks
-            of 4 there), but a single vector can miss copies of a repeated eigenvalue. Use at least the
-            multiplicity of the repeated eigenvalues you need to resolve.
+        block_size: vectors per block (one batched product). Default ``min(k, 4)`` when the operator's
+            block products are more than twice as cheap per vector as single ones (dense matrices, small
+            models whose batched products were measured so: ``op.preferred_block``), else 1, which needs
+            the fewest products, by far at the hard end of a network Hessian (the dense bulk near zero,
+            usually ``which="SA"``: about 4x fewer than blocks of 4 there). Blocks resolve repeated
+            eigenvalues up to their size (a single vector can miss copies of a repeated eigenvalue): use at
+            least the multiplicity of the repeated eigenvalues you need to resolve.
         ncv: largest basis size before a restart. Default ``max(96, 2 * k + 2 * b, 24 * b)`` vectors, at most
             ``P / 2`` and what half the memory budget holds (never below ``max(20, 2 * k + 2 * b, 12 * b)``): a
             restart discards what the discarded vectors knew, which is what makes the hard end expensive.
@@ -160,7 +162,8 @@ def lanczos(A, k, which, *, tol=None, max_matvecs=None, block_size=None, ncv=Non
     P = A.size
     which = check_choice(which, "which", WHICH)
     k = check_int(k, "k", 1, most=P, why=f" (P = {P})")
-    b = check_int(min(k, 4) if block_size is None else block_size, "block_size")
+    # a block Lanczos run needs about twice the products of a single-vector one: blocks must pay that
+    b = A.preferred_block(min(k, 4), cost=2.0) if block_size is None else check_int(block_size, "block_size")
     eps = torch.finfo(A.dtype).eps
     tol = eps**0.5 if tol is None else check_real(tol, "tol", positive=True)
     m = default_ncv(A, k, b) if ncv is None else check_int(ncv, "ncv")

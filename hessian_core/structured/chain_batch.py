@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import grad, vjp, vmap
 
 from .chain import Chain, NotApplicable
 
 
 def _compose(modules):
+    inplace = any(getattr(m, "inplace", False) for m in modules)  # nn.ReLU(inplace=True): work on a copy
+
     def s(a):
+        if inplace:
+            a = a.clone()
         for m in modules:
             a = m(a)
         return a
@@ -44,13 +49,44 @@ def _separability_tol(dtype: torch.dtype) -> float:
     return 1e-9 if dtype == torch.float64 else 1e-4
 
 
-def output_derivatives(loss_of_output, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def known_loss_derivatives(loss_fn, out: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Closed forms of the gradient and per-sample Hessians for ``nn.CrossEntropyLoss`` on class indices
+    (``(diag(p) - p p^T) / N``) and ``nn.MSELoss`` (``2 I / (N C)``), when ``loss_fn`` is exactly one of them
+    with default options and ``out`` is ``(N, C)``; else ``None`` (then :func:`output_derivatives`)."""
+    t = type(loss_fn)
+    if t not in (nn.CrossEntropyLoss, nn.MSELoss) or out.dim() != 2 or not isinstance(targets, torch.Tensor):
+        return None
+    if loss_fn.reduction not in ("mean", "sum"):
+        return None
+    N, C = out.shape
+    if t is nn.CrossEntropyLoss:
+        if (loss_fn.weight is not None or loss_fn.label_smoothing != 0 or targets.dim() != 1
+                or targets.dtype not in (torch.int32, torch.int64) or bool((targets == loss_fn.ignore_index).any())):
+            return None
+        scale = 1.0 / N if loss_fn.reduction == "mean" else 1.0
+        p = torch.softmax(out, dim=1)
+        g = (p - F.one_hot(targets.long(), C).to(p.dtype)) * scale
+        D = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) * scale
+        return g, D
+    if targets.shape != out.shape:
+        return None
+    scale = 2.0 / out.numel() if loss_fn.reduction == "mean" else 2.0
+    eye = torch.eye(C, dtype=out.dtype, device=out.device).expand(N, C, C)
+    return (out - targets) * scale, eye * scale
+
+
+def output_derivatives(loss_of_output, out: torch.Tensor, known=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient ``(N, C)`` and per-sample Hessian blocks ``(N, C, C)`` of ``loss_of_output`` at ``out``.
 
-    Computed generically (any loss callable) with ``C`` reverse-over-reverse products whose tangent is the
-    unit vector ``e_c`` in every sample at once; two random probes then check that the Hessian is block
-    diagonal over samples, else :class:`NotApplicable`.
+    ``known = (loss_fn, targets)``: closed forms for the torch losses that have them
+    (:func:`known_loss_derivatives`). Otherwise computed generically (any loss callable) with ``C``
+    reverse-over-reverse products whose tangent is the unit vector ``e_c`` in every sample at once; two
+    random probes then check that the Hessian is block diagonal over samples, else :class:`NotApplicable`.
     """
+    if known is not None:
+        closed = known_loss_derivatives(known[0], out.detach(), known[1])
+        if closed is not None:
+            return closed
     N, C = out.shape
     basis = torch.eye(C, dtype=out.dtype, device=out.device)[:, None, :].expand(C, N, C)
     gen = torch.Generator(device=out.device).manual_seed(1234)
@@ -110,7 +146,8 @@ class ChainBatch:
             if not isinstance(expected, torch.Tensor) or expected.shape != tail(out).shape or not torch.allclose(
                     tail(out), expected, rtol=1e-6, atol=1e-8 * float(expected.abs().max().clamp_min(1))):
                 raise NotApplicable("the chain does not reproduce the model output")
-        self.g, self.D = output_derivatives(lambda o: ctx.loss_of_outputs(tail(o)), out)
+        known = (ctx.objective.loss_fn, ctx.targets) if not layers[-1].after else None
+        self.g, self.D = output_derivatives(lambda o: ctx.loss_of_outputs(tail(o)), out, known)
 
     @property
     def n(self) -> int:

@@ -3,7 +3,9 @@ wrong matrix, never a changed model.
 
 Each case of ``tests/nn_sweep/cases.py`` (the classes of ``torch.nn``, discovered, and the situations users
 meet around them) runs through ``hc.hessian``, ``HessianOperator.matvec`` / ``matmat``,
-``hessian_diagonal``, ``hessian_blocks`` and ``GGNOperator.matvec``. Results are compared with central
+``hessian_diagonal``, ``hessian_blocks`` and ``GGNOperator.matvec``, and through the dense, diagonal and
+block computations with ``strategy="structured"`` (the Linear-chain, square-root-factor and traced-graph
+paths forced past their cost model; "n/a" where none applies). Results are compared with central
 finite differences of PyTorch's *first-order* gradients (two step sizes; never PyTorch's second
 derivatives, which are wrong for some modules), and the model's state_dict, ``.grad``, hooks, train/eval
 flags and the data are compared bit for bit before and after every call, raised or not.
@@ -32,6 +34,9 @@ import hessian_core as hc
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 ENTRY_POINTS = ("hessian", "matvec", "matmat", "diagonal", "blocks", "ggn")
+#: the structured paths forced (``strategy="structured"``, past the cost model): where one takes a case, it must
+#: agree with the finite differences too; where none applies the outcome is "n/a"
+STRUCTURED = ("structured dense", "structured diagonal", "structured blocks")
 TOLERANCE = 1e-6  # relative to the reference's largest entry; wrong answers seen were 1e-3 .. 1
 KINK = 1e-3  # finite differences at two steps disagreeing by more (relative): the point sits on a kink
 CI_SUBSET_EVERY = 3
@@ -57,6 +62,9 @@ def selected() -> list[str]:
 
 def _call(entry: str, setup, options, vectors):
     m, loss, data = setup.model, setup.loss_fn, setup.data
+    if entry in STRUCTURED:
+        entry = entry.split()[1] if entry != "structured dense" else "hessian"
+        options = {**options, "strategy": "structured"}
     if entry == "hessian":
         return hc.hessian(m, loss, data, **options)
     if entry == "matvec":
@@ -71,6 +79,8 @@ def _call(entry: str, setup, options, vectors):
 
 
 def _expected(entry: str, H: torch.Tensor, G, vectors, ref: Reference):
+    if entry in STRUCTURED:
+        entry = entry.split()[1] if entry != "structured dense" else "hessian"
     if entry == "hessian":
         return H
     if entry == "matvec":
@@ -116,7 +126,7 @@ def run_case(name: str) -> dict[str, tuple[str, str]]:
         return references[what]
 
     outcomes = {}
-    for entry in ENTRY_POINTS:
+    for entry in ENTRY_POINTS + STRUCTURED:
         before = state_of(setup.model, setup.data)
         P = sum(p.numel() for p in setup.model.parameters() if p.requires_grad
                 and not isinstance(p, torch.nn.parameter.UninitializedParameter))
@@ -125,7 +135,10 @@ def run_case(name: str) -> dict[str, tuple[str, str]]:
             with parametrize.cached() if cached else _nothing():
                 result = _call(entry, setup, options, vectors)
         except hc.HessianCoreError as e:
-            outcome = ("refused", f"{type(e).__name__}: {e}")
+            if entry in STRUCTURED and "cannot use the structured path" in str(e):
+                outcome = ("n/a", str(e))
+            else:
+                outcome = ("refused", f"{type(e).__name__}: {e}")
         except Exception as e:  # noqa: BLE001 - the sweep classifies every failure
             outcome = ("raw", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         else:
@@ -174,12 +187,12 @@ def report(results: dict) -> str:
     for name, outcomes in sorted(results.items()):
         if _case_status(outcomes) != "exact":
             lines.append(f"- {name}: " + "; ".join(f"{e}: {s} {d[:300]}" for e, (s, d) in outcomes.items()
-                                                  if s != "exact"))
+                                                  if s not in ("exact", "n/a")))
     return "\n".join(lines) + "\n"
 
 
 def _case_status(outcomes: dict) -> str:
-    statuses = {s for s, _ in outcomes.values()}
+    statuses = {s for s, _ in outcomes.values() if s != "n/a"}
     for worst in ("changed", "wrong", "raw", "refused"):
         if worst in statuses:
             return worst
@@ -190,6 +203,7 @@ def _case_status(outcomes: dict) -> str:
 def test_case(name):
     outcomes = run_case(name)
     RESULTS[name] = outcomes
+    outcomes = {e: o for e, o in outcomes.items() if o[0] != "n/a"}  # a structured path that does not apply
     refusal = CASES[name][1]
     bad = {e: o for e, o in outcomes.items() if o[0] in ("raw", "wrong", "changed")}
     assert not bad, f"{name}: {bad}"

@@ -93,7 +93,7 @@ def test_wrong_forward_mode_is_caught_and_not_used():
     torch.testing.assert_close(H, autograd_hessian(model, squares, X, Y), rtol=1e-10, atol=1e-12)
     plan = op.plan()
     assert "disagreed with reverse-over-reverse" in plan["forward-over-reverse"]
-    assert plan["products"]["blocks"].startswith("reverse-over-reverse")
+    assert plan["products"]["dense columns"].startswith("reverse-over-reverse")
 
 
 def test_self_check_passes_and_is_reported():
@@ -102,7 +102,9 @@ def test_self_check_passes_and_is_reported():
     op.matvec(torch.ones(op.shape[0], dtype=D))
     assert op.plan()["self-check"].startswith("symmetric on a random pair")
     assert "forward-over-reverse" not in op.plan()["self-check"]  # compared only before its first use
-    op.matmat(torch.ones(op.shape[0], 3, dtype=D))
+    op.matmat(torch.ones(op.shape[0], 3, dtype=D))  # blocks go through the kept graph (no forward mode)
+    assert "forward-over-reverse" not in op.plan()["self-check"]
+    op.to_dense()  # dense columns: forward-over-reverse, compared before its first use
     assert "forward-over-reverse agrees" in op.plan()["self-check"]
     g = hc.GGNOperator(model, nn.MSELoss(), data())
     g.matvec(torch.ones(g.shape[0], dtype=D))
@@ -141,13 +143,24 @@ def test_old_style_function_uses_plain_autograd():
     assert op.plan()["engine"].startswith("autograd (torch.func cannot run this model")
 
 
-def test_structured_failure_falls_back_and_is_reported():
+def test_structured_failure_falls_back_and_is_reported(monkeypatch):
+    import hessian_core.structured.strategies as strategies
+
     model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(inplace=True), nn.Linear(5, 2)).to(D)
     X, Y = data()
+    ref = autograd_hessian(model, nn.MSELoss(), X, Y)
     op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
-    H = op.to_dense()
-    torch.testing.assert_close(H, autograd_hessian(model, nn.MSELoss(), X, Y), rtol=1e-10, atol=1e-12)
-    assert op.last_strategy == "generic" and "in-place" in op.plan()["structured fallback"]
+    torch.testing.assert_close(op.to_dense(), ref, rtol=1e-10, atol=1e-12)  # the Linear chain (in-place ReLU)
+    assert op.last_path == "structured: Linear chain" and "structured fallback" not in op.plan()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a view was modified by an in-place operation")
+
+    monkeypatch.setattr(strategies, "add_batch_hessian", broken)  # a failure inside a structured path
+    monkeypatch.setattr(strategies, "add_slice_hessian", broken)
+    torch.testing.assert_close(op.to_dense(), ref, rtol=1e-10, atol=1e-12)
+    note = op.plan()["structured fallback"]
+    assert op.last_strategy == "generic" and "in-place" in note and note.endswith("the generic path ran instead")
 
 
 def test_gradient_of_an_old_style_function_model():
