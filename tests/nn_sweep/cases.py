@@ -27,10 +27,6 @@ from .reference import D, Setup
 
 N = 4  # samples per batch
 
-#: cases refused today only because their fused attention kernel has no second derivative: the math backend
-#: of scaled_dot_product_attention (issue 14, "transformers") makes them exact; either outcome is accepted
-PENDING = {"scaled_dot_product": ("MultiheadAttention", "Transformer")}
-
 #: discovered classes that are not layers (abstract bases without a forward of their own), with the reason
 NOT_LAYERS = {
     "RNNCellBase": "abstract base of RNNCell/LSTMCell/GRUCell: no forward of its own",
