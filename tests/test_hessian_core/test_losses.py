@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from optional import need
 from reference import flat_loss_fn
 from torch import nn
 
@@ -71,7 +72,7 @@ def test_transformers_gpt2_sdpa_against_eager_attention():
     """A tiny GPT-2 from transformers with its default SDPA attention (fused kernels without double
     backward) against the same weights with the library's own eager attention written out; the loss equals
     the model's own ``labels=`` loss; the GGN equals ``J^T H_L J`` built from explicit Jacobians."""
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     config = transformers.GPT2Config(vocab_size=7, n_positions=8, n_embd=4, n_layer=1, n_head=2, n_inner=8,
                                      use_cache=False, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
                                      embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
