@@ -1,6 +1,6 @@
 """Curvature of a Hugging Face causal language model: its own loss convention, exact over many batches.
 
-    python examples/huggingface_causal_lm.py [--layers 2] [--width 64]
+    python examples/huggingface_causal_lm.py [--layers 2] [--width 64] [--vocab 1000]
 
 A GPT-2 is built from a small config here (random weights, nothing downloaded; for a pretrained model use
 ``GPT2LMHeadModel.from_pretrained(...)`` instead, the rest is the same). The model keeps its default
@@ -51,16 +51,18 @@ def batches(vocab: int, seed: int = 0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--width", type=int, default=64, help="embedding width (a multiple of the 4 heads)")
+    ap.add_argument("--vocab", type=int, default=1000, help="vocabulary size (at least 2)")
     args = ap.parse_args(argv)
-    model = build(args.layers, args.width)
+    model = build(args.layers, args.width, args.vocab)
     data = batches(model.config.vocab_size)
     loss = hc.CausalLMLoss()
     P = sum(p.numel() for p in model.parameters())
-    print(f"GPT-2 with {args.layers} layers, width {args.width}: {P:,} parameters, attention "
+    print(f"GPT-2 with {args.layers} layers, width {args.width}, vocabulary {args.vocab}: {P:,} parameters, attention "
           f"'{model.config._attn_implementation}'")
 
-    # the loss is the model's own, and the normalization is over the 49 predicted tokens of both batches
+    # the loss is the model's own, and the normalization is over the 44 predicted tokens of both
+    # batches (49 real tokens; the first of each sequence is not predicted)
     ids, labels = data[0]
     with torch.no_grad():
         print(f"CausalLMLoss {float(loss(model(ids), labels)):.6f} = model(ids, labels=labels).loss "

@@ -3,7 +3,7 @@
 # torch (the CPU build), the project and its extras. Idempotent: a second run only checks.
 #   scripts/setup.sh            project + plotting (for the demo)
 #   scripts/setup.sh --dev      also the test tools and GNU Octave (Debian's package, needs root or sudo)
-#   scripts/setup.sh --bench    also the peer libraries that benchmarks/run.py compares against
+#   scripts/setup.sh --bench    also the peer libraries that benchmarks/ and the tests compare against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -47,5 +47,7 @@ if [ $BENCH = 1 ]; then
   # laplace-torch declares torchvision too; what it really imports: asdfghjkl (ASDL), torchmetrics
   $PIP install -q --no-deps laplace-torch==0.3 asdfghjkl==0.1a4 torchmetrics==1.9.0 lightning-utilities==0.15.3 \
     packaging typing_extensions
+  # transformers' declared dependencies do not include torch: a normal install
+  $PIP install -q transformers==5.20.0
 fi
 echo "== setup done"

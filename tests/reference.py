@@ -65,3 +65,26 @@ def fd_hessian(model, loss_fn, inputs, targets, step=1e-5):
         rows.append((g(theta0 + e) - g(theta0 - e)) / (2 * step))
     H = torch.stack(rows)
     return (H + H.T) / 2
+
+
+def explicit_ggn(model, loss_fn, inputs, targets, names=None):
+    """The generalized Gauss-Newton ``J^T H_L J`` written out: ``J`` the Jacobian ``(numel(out), P)`` of the
+    flattened outputs w.r.t. the flat parameters (torch.autograd.functional.jacobian), ``H_L`` the Hessian
+    ``(numel(out), numel(out))`` of the loss w.r.t. the flattened outputs (torch.autograd.functional.hessian)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and (names is None or n in names)]
+    shapes = [(n, p.shape) for n, p in named]
+    theta0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def outputs(theta):
+        params, offset = {}, 0
+        for n, shape in shapes:
+            k = shape.numel()
+            params[n] = theta[offset:offset + k].reshape(shape)
+            offset += k
+        return functional_call(model, params, (inputs,))
+
+    with torch.no_grad():
+        out0 = outputs(theta0)
+    J = torch.autograd.functional.jacobian(lambda theta: outputs(theta).reshape(-1), theta0)
+    H_L = torch.autograd.functional.hessian(lambda z: loss_fn(z.reshape(out0.shape), targets), out0.reshape(-1))
+    return J.T @ H_L @ J

@@ -3,10 +3,11 @@
 
 import pytest
 import torch
-from reference import autograd_hessian
+from reference import autograd_hessian, explicit_ggn
 from torch import nn
 
 import hessian_core as hc
+from hessian_core.inverse import influence
 
 D = torch.float64
 L2 = 0.05
@@ -37,6 +38,20 @@ def newton_fit(X, y, weights, theta0=None):
         theta = theta - torch.linalg.solve(H, g)
     assert float(g.abs().max()) < 1e-12
     return theta
+
+
+def per_sample_grads(model, loss_fn, Xs, ys):
+    """``(n, P)``: the gradient of each sample's loss alone, one autograd call per sample."""
+    rows = []
+    for i in range(Xs.shape[0]):
+        g = torch.autograd.grad(loss_fn(model(Xs[i:i + 1]), ys[i:i + 1]), list(model.parameters()))
+        rows.append(torch.cat([t.reshape(-1) for t in g]))
+    return torch.stack(rows)
+
+
+def dense_scores(model, loss_fn, A, train, test):
+    """``-G_test A^{-1} G_train^T`` from per-sample autograd gradients and a dense solve."""
+    return -per_sample_grads(model, loss_fn, *test) @ torch.linalg.solve(A, per_sample_grads(model, loss_fn, *train).T)
 
 
 def test_influence_predicts_leave_one_out_retraining():
@@ -73,39 +88,50 @@ def test_influence_matches_dense_formula(curvature):
     X, y = torch.randn(9, 3, dtype=D), torch.randint(0, 2, (9,))
     Xt, yt = torch.randn(4, 3, dtype=D), torch.randint(0, 2, (4,))
     loss_fn = nn.CrossEntropyLoss()
-    if curvature == "hessian":
-        H = autograd_hessian(model, loss_fn, X, y)
-    else:
-        H = hc.GGNOperator(model, loss_fn, (X, y)).to_dense()
+    reference = autograd_hessian if curvature == "hessian" else explicit_ggn  # J^T H_L J, written out
+    H = reference(model, loss_fn, X, y)
     damping = 0.3 + max(0.0, -float(torch.linalg.eigvalsh(H)[0]))  # positive definite, for CG
     A = H + damping * torch.eye(H.shape[0], dtype=D)
 
-    def grads(Xs, ys):
-        rows = []
-        for i in range(Xs.shape[0]):
-            g = torch.autograd.grad(loss_fn(model(Xs[i:i + 1]), ys[i:i + 1]), list(model.parameters()))
-            rows.append(torch.cat([t.reshape(-1) for t in g]))
-        return torch.stack(rows)
-
-    expected = -grads(Xt, yt) @ torch.linalg.solve(A, grads(X, y).T)
+    expected = dense_scores(model, loss_fn, A, (X, y), (Xt, yt))
     for method in ("dense", "cg"):
         got = hc.influence_scores(model, loss_fn, [(X[:5], y[:5]), (X[5:], y[5:])], (Xt, yt), damping=damping,
                                   curvature=curvature, method=method, tol=1e-12, progress=False)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_influence_sum_reduction_and_small_budget_chunks():
+def test_influence_sum_reduction_and_small_budget_chunks(monkeypatch):
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
     X, y, Xt, yt = torch.randn(12, 3, dtype=D), torch.randn(12, 1, dtype=D), torch.randn(5, 3, dtype=D), \
         torch.randn(5, 1, dtype=D)
-    ref = hc.influence_scores(model, nn.MSELoss(reduction="sum"), (X, y), (Xt, yt), damping=1.0, progress=False)
-    H = autograd_hessian(model, nn.MSELoss(reduction="sum"), X, y) + torch.eye(21, dtype=D)
-    # tiny budget: test samples and training gradients processed a few at a time
-    small = hc.influence_scores(model, nn.MSELoss(reduction="sum"), (X, y), (Xt, yt), damping=1.0, progress=False,
-                                memory_budget=200_000)
-    torch.testing.assert_close(small, ref, rtol=1e-10, atol=1e-12)
-    assert torch.isfinite(H).all()
+    loss_fn = nn.MSELoss(reduction="sum")
+    # reference: per-sample autograd gradients (l_i alone, "sum": no division) and the dense float64 Hessian
+    A = autograd_hessian(model, loss_fn, X, y) + torch.eye(21, dtype=D)
+    expected = dense_scores(model, loss_fn, A, (X, y), (Xt, yt))
+    chunks, solves = [], []  # samples per per-sample-gradient call; test samples per solve + training pass
+    spied_gradients, spied_scores = influence.losses_and_gradients, influence._scores
+
+    def gradients(objective, ctx, a=0, b=None):
+        chunks.append(b - a)
+        return spied_gradients(objective, ctx, a, b)
+
+    def scores(inv, train, G_test):
+        solves.append(G_test.shape[1])
+        return spied_scores(inv, train, G_test)
+
+    monkeypatch.setattr(influence, "losses_and_gradients", gradients)
+    monkeypatch.setattr(influence, "_scores", scores)
+    full = hc.influence_scores(model, loss_fn, (X, y), (Xt, yt), damping=1.0, progress=False)
+    torch.testing.assert_close(full, expected, rtol=1e-10, atol=1e-12)
+    assert (chunks, solves) == ([5, 12], [5])  # the default budget: everything at once
+    # tiny budget: test samples solved a few at a time, the training data streamed once per chunk of them
+    chunks.clear(), solves.clear()
+    small = hc.influence_scores(model, loss_fn, (X, y), (Xt, yt), damping=1.0, progress=False,
+                                memory_budget=100_000)
+    torch.testing.assert_close(small, expected, rtol=1e-10, atol=1e-12)
+    assert len(solves) >= 2 and sum(solves) == 5, solves
+    assert max(chunks) < 5 and sum(chunks) == 5 + 12 * len(solves), chunks
 
 
 def test_influence_refuses_what_it_cannot_answer():

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from optional import need
 from torch import nn
 from torch.func import functional_call, jacrev
 
@@ -248,7 +249,7 @@ def test_kron_refuses_what_it_cannot_represent():
 def test_agrees_with_laplace_torch_kron():
     """laplace-torch 0.3's KronLaplace (curvlinops backend, damping=False) computes the same posterior from the
     same factors; with unequal batches too (its per-batch factors are rescaled by batch/N)."""
-    laplace = pytest.importorskip("laplace")
+    laplace = need("laplace")
     model, X, y = classification(mlp, N=22)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)  # 8, 8, 6
     for prior in (0.5, torch.tensor([0.5, 1.0, 2.0, 3.0, 0.7, 0.9], dtype=D)):

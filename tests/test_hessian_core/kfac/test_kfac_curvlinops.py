@@ -6,11 +6,12 @@ import warnings
 
 import pytest
 import torch
+from optional import need
 from torch import nn
 
 import hessian_core as hc
 
-curvlinops = pytest.importorskip("curvlinops")
+curvlinops = need("curvlinops")
 
 D = torch.float64
 TYPES = {"exact": "type-2", "empirical": "empirical"}

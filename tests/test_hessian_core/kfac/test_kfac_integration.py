@@ -30,7 +30,7 @@ def test_spectra_trace_and_scipy_work_on_kfac_unchanged():
     ev = torch.linalg.eigvalsh(K)
     top = hc.eigsh(op, k=3, which="LA")
     assert torch.allclose(top.values.sort().values, ev[-3:], rtol=1e-8)
-    assert torch.allclose(op.eigenvalues(), ev, atol=1e-13)
+    assert torch.allclose(op.eigenvalues(), ev, atol=1e-13, rtol=1e-12)
     assert math.isclose(op.trace(), float(K.trace()), rel_tol=1e-13)
     est = hc.trace(op, num_matvecs=op.size, method="hutch++", seed=0)
     assert abs(float(est) - op.trace()) < 0.2 * op.trace()
@@ -54,7 +54,7 @@ def test_kfac_inverse_as_a_scipy_cg_preconditioner():
         M = hc.KFACOperator(net, lossf, data, separate_bias=False).inverse(damping).to_scipy()
         iterations = []
         x, info = sla.cg(G, b, M=M, rtol=1e-10, maxiter=500, callback=iterations.append)
-        assert info == 0 and np.allclose(x, np.linalg.solve(G, b), atol=1e-8)
+        assert info == 0 and np.allclose(x, np.linalg.solve(G, b), atol=1e-8, rtol=1e-12)
         if net is linear:
             assert len(iterations) == 1
 
@@ -67,10 +67,10 @@ def test_preconditioned_cg_solves_and_keeps_the_trust_region_in_the_precondition
     exact = -torch.linalg.solve(A, g)
     Minv = torch.linalg.inv(A)
     res = steihaug_cg(lambda v: A @ v, g, None, rtol=1e-12, precondition=lambda r: Minv @ r)
-    assert res.iterations == 1 and torch.allclose(res.step, exact, atol=1e-10)  # the ideal preconditioner
+    assert res.iterations == 1 and torch.allclose(res.step, exact, atol=1e-10, rtol=1e-12)  # the ideal preconditioner
     B = torch.diag(torch.rand(8, dtype=D) + 0.5)  # another SPD preconditioner M^-1 = B
     res = steihaug_cg(lambda v: A @ v, g, None, rtol=1e-12, max_iter=50, precondition=lambda r: B @ r)
-    assert torch.allclose(res.step, exact, atol=1e-8)
+    assert torch.allclose(res.step, exact, atol=1e-8, rtol=1e-12)
     assert math.isclose(res.model_change, float(g @ res.step + 0.5 * res.step @ A @ res.step), rel_tol=1e-10)
     # a radius: the step ends on the boundary |s|_M = radius, M = B^-1
     res = steihaug_cg(lambda v: A @ v, g, 0.1, precondition=lambda r: B @ r)
@@ -84,7 +84,7 @@ def test_preconditioned_cg_solves_and_keeps_the_trust_region_in_the_precondition
     if res.reason != "converged":
         assert math.isclose(float(res.step @ torch.linalg.solve(B, res.step)) ** 0.5, 0.5, rel_tol=1e-10)
     res = martens_cg(lambda v: A @ v, g, max_iter=50, tol=0.0, precondition=lambda r: B @ r)
-    assert torch.allclose(res.step, exact, atol=1e-8)
+    assert torch.allclose(res.step, exact, atol=1e-8, rtol=1e-12)
     res = martens_cg(lambda v: A @ v, g, max_iter=50, tol=0.0, precondition=lambda r: Minv @ r)
     assert res.iterations == 1 and res.reason == "converged"
     with pytest.raises(InvalidInputError, match="not positive definite"):
@@ -125,7 +125,8 @@ def test_hessian_free_and_newton_cg_take_a_kfac_preconditioner():
     opt.step(lambda: mse(net(X), Y))
     assert opt.state[net.weight]["last"]["cg_iterations"] == 1
     lstsq = torch.linalg.lstsq(torch.cat([X, torch.ones(20, 1, dtype=D)], 1), Y).solution
-    assert torch.allclose(net.weight.detach(), lstsq[:5].T, atol=1e-6)  # one Newton step solves least squares
+    # one Newton step solves least squares
+    assert torch.allclose(net.weight.detach(), lstsq[:5].T, atol=1e-6, rtol=1e-12)
     assert mse(net(X), Y).item() < before
     with pytest.raises(InvalidInputError, match="size"):
         hc.optim.NewtonCG(net.parameters(), preconditioner=torch.eye(3, dtype=D)).step(lambda: mse(net(X), Y))
