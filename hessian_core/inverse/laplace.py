@@ -31,6 +31,7 @@ from ..arguments import check_choice, check_int, check_real, check_seed
 from ..data import to_device
 from ..errors import InvalidInputError
 from ..forward import model_mode, model_versions
+from ..memory import check_fits
 from ..objective import Objective
 from .likelihood import Likelihood, likelihood_kind
 from .per_sample import check_separable, jacobians, num_samples, refuse_train_mode, sample_chunk
@@ -93,6 +94,7 @@ class Laplace:
             raise InvalidInputError(f"sigma_noise is the noise of a Gaussian likelihood (MSELoss); the {kind} "
                                     "likelihood has none: leave it at 1")
         self.sigma_noise = sigma_noise
+        self.posterior = None  # built below, after the prior has been validated
         self.prior_precision = prior_precision  # validated before any pass over the data
         self.mean = self.params.flatten(self.params.primals()).clone()
         self._fitted_versions = model_versions(model)
@@ -117,7 +119,7 @@ class Laplace:
     def prior_precision(self, value) -> None:
         t = torch.as_tensor(value, dtype=self.params.dtype, device=self.params.device).detach().clone()
         vector = self._prior_vector(t)  # validates
-        if hasattr(self, "posterior"):
+        if self.posterior is not None:
             self._check_prior(vector)
         self._prior_precision = t
 
@@ -270,6 +272,7 @@ class Laplace:
     def sample(self, n: int = 100, seed: int | None = None) -> torch.Tensor:
         """``n`` draws ``(n, P)`` of the posterior ``N(theta*, Lambda^{-1})`` (ParamSpec order of ``params``)."""
         n = check_int(n, "n")
+        self._check_draws(n, self.n_params, f"{n} posterior draws", "fewer draws (n=) per call")
         self._check_unchanged()
         s, prior = self._scale_and_prior()
         return self.mean + self.posterior.sample(s, prior, n, _generator(seed, self.mean.device))
@@ -289,6 +292,13 @@ class Laplace:
         gen = _generator(seed, self.mean.device)
         obj = self.objective
         x = to_device(x, obj.params.device, obj.params.dtype)
+        outputs = _rows(x) * self.likelihood.n_outputs
+        if mode == "mc":  # the parameter draws and the network's outputs at each
+            self._check_draws(n_samples, self.n_params + outputs, f"{n_samples} posterior draws (mode='mc')",
+                              "fewer n_samples per call, or mode='glm'")
+        elif link == "mc" and self.likelihood.kind != "regression":  # draws of the logits
+            self._check_draws(n_samples, outputs, f"{n_samples} draws of the logits (link='mc')",
+                              "fewer n_samples, fewer inputs per call, or link='probit'")
         with model_mode(obj.model, False):
             if mode == "glm":
                 f, cov = self._glm(x)
@@ -335,6 +345,10 @@ class Laplace:
         return f, cov, probs
 
     # -- bookkeeping -------------------------------------------------------------------------------
+    def _check_draws(self, n: int, numbers: int, what: str, instead: str) -> None:
+        """``n`` draws of ``numbers`` values each (and as many temporaries) fit the memory budget."""
+        check_fits(2 * n * numbers * self.mean.element_size(), self.objective.budget, what, instead)
+
     def _loss_and_count(self) -> tuple[float, int]:
         obj = self.objective
         primals = obj.params.primals()

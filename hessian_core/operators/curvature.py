@@ -61,6 +61,15 @@ class Products:
         return self.block(V)
 
 
+def _tensors(x) -> list:
+    """The tensors of ``x`` (a tensor or a nested tuple/list), in order."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for item in x for t in _tensors(item)]
+    return []
+
+
 def as_products(prepared) -> Products:
     return prepared if isinstance(prepared, Products) else Products(prepared)
 
@@ -105,7 +114,8 @@ class CurvatureOperator(LinearOperator):
         #: time per column of the loop over that of the batched products, as measured (``None`` before)
         self.block_speedup: float | None = None
         self._reuse_depth = 0
-        self._kept: tuple | None = None  # (key, apply) of a one-batch objective, inside reuse()
+        # (versions, products, copies of the values) of a one-batch objective, inside reuse()
+        self._kept: tuple | None = None
         objective.validate()
 
     @classmethod
@@ -325,14 +335,18 @@ class CurvatureOperator(LinearOperator):
         """``_prepare(ctx)``, kept inside :meth:`reuse` when the data is one batch (Lanczos and CG ask for
         one product at a time, and rebuilding the graph each time costs several times the product itself).
         A kept graph is dropped when a parameter, buffer or data tensor was replaced or changed in place
-        (identity, storage and version of each)."""
+        (identity, storage and version of each) or holds other values (writes through ``.data``)."""
         if self._reuse_depth == 0 or self.objective.batches.length != 1:
             return self._prepare(ctx)
         model = self.objective.model
-        key = (_versions(list(model.parameters())), _versions(list(model.buffers())), _versions(ctx.inputs),
-               _versions(ctx.targets))
-        if self._kept is None or self._kept[0] != key:
-            self._kept = (key, self._prepare(ctx))
+        state = [*model.parameters(), *model.buffers(), *_tensors(ctx.inputs), *_tensors(ctx.targets)]
+        key = _versions(state)
+        # A write through ``.data`` (``p.data.mul_(2)``) bumps no version counter: the values are compared too,
+        # against a copy taken with the graph (O(P + batch) per product, against the product's O(N P)).
+        if (self._kept is None or self._kept[0] != key
+                or not all(torch.equal(a, b) for a, b in zip(state, self._kept[2]))):
+            self._kept = None  # the old graph goes before the new one is built
+            self._kept = (key, self._prepare(ctx), [t.detach().clone() for t in state])
         return self._kept[1]
 
     def _prepare(self, ctx):

@@ -7,8 +7,8 @@ import math
 import torch
 
 from ..arguments import check_bool, check_int, check_optional_bool, check_optional_int, check_optional_real, check_real
-from ..errors import NonFiniteError
-from ..operators import ClosureHessianOperator
+from ..errors import InvalidInputError, NonFiniteError
+from ..operators import ClosureHessianOperator, LinearOperator
 from .base import CurvatureOptimizer
 from .cg import preconditioner_of, steihaug_cg
 from .damping import gain_ratio
@@ -43,6 +43,11 @@ class NewtonCG(CurvatureOptimizer):
         max_trials: retries per step (trust region) or halvings (line search); if none succeeds the
             parameters are left unchanged and a warning is given.
         memory_budget: bytes (or ``"2GB"``) for batched products.
+        curvature: the curvature CG uses instead of the closure's Hessian: a
+            :class:`~hessian_core.operators.LinearOperator` over the same parameters in the same order (e.g.
+            ``hc.GGNOperator(model, loss_fn, data)`` for Gauss-Newton-CG, a sum with damping, a KFAC operator),
+            whose products are taken at the current parameters, or a callable returning one at each step.
+            The loss and gradient still come from the closure. Default: the closure's exact Hessian.
         preconditioner: ``M^{-1}`` for preconditioned CG: an operator (e.g. ``kfac.inverse(1e-3)`` of a
             :class:`~hessian_core.kfac.KFACOperator` over the same parameters in the same order) or a callable
             ``f(damping) -> operator`` called at each step (a fresh one at the current parameters); the trust
@@ -60,7 +65,7 @@ class NewtonCG(CurvatureOptimizer):
     def __init__(self, params, lr: float = 1.0, damping: float = 0.0, *, trust_region: bool = True,
                  radius: float = 1.0, max_radius: float = 1e3, min_radius: float | None = None, eta: float = 1e-4,
                  minibatch: bool | None = None, max_cg_iters: int | None = None, cg_rtol: float | None = None,
-                 max_trials: int = 10, memory_budget=None, preconditioner=None):
+                 max_trials: int = 10, memory_budget=None, preconditioner=None, curvature=None):
         radius = check_real(radius, "radius", positive=True)
         min_radius = check_optional_real(min_radius, "min_radius", positive=True, at_most=radius,
                                          why=" (at most radius)")
@@ -76,11 +81,22 @@ class NewtonCG(CurvatureOptimizer):
                         max_trials=check_int(max_trials, "max_trials"), memory_budget=memory_budget, progress=False)
         super().__init__(params, defaults)
         self.preconditioner = preconditioner
+        if curvature is not None and not callable(curvature) and not isinstance(curvature, LinearOperator):
+            raise InvalidInputError("curvature must be a LinearOperator over the optimizer's parameters (e.g. "
+                                    "hc.GGNOperator(model, loss_fn, data), a sum with damping) or a callable "
+                                    f"returning one, got {type(curvature).__name__}")
+        self.curvature = curvature
 
     def _operator(self, closure):
         op = ClosureHessianOperator(closure, self.spec, memory_budget=self.budget(), progress=False)
         self.count("closure_evals")
-        return op
+        if self.curvature is None:
+            return op
+        curvature = self.curvature if isinstance(self.curvature, LinearOperator) else self.curvature()
+        if not isinstance(curvature, LinearOperator) or curvature.size != self.spec.numel:
+            raise InvalidInputError(f"curvature must be a LinearOperator of size P = {self.spec.numel} (the "
+                                    f"optimizer's parameters, in their order), got {curvature!r}")
+        return _Curvature(op, curvature)
 
     def _solve(self, op, radius, group):
         calls = [0]
@@ -221,3 +237,14 @@ class NewtonCG(CurvatureOptimizer):
         self.finish_step(**info, alpha=0.0, accepted=False)
         self.report(f"the line search found no decrease in max_trials={group['max_trials']} halvings")
         return loss
+
+
+class _Curvature:
+    """The closure's loss and gradient at ``x0`` with another operator's products (``curvature=``)."""
+
+    def __init__(self, closure_op, curvature):
+        self.value, self.loss, self.grad = closure_op.value, closure_op.loss, closure_op.grad
+        self.curvature = curvature
+
+    def matvec(self, v):
+        return self.curvature.matvec(v)

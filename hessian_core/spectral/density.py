@@ -108,6 +108,8 @@ def spectral_density(
     check_int(num_points, "num_points", 2)
     floor = check_real(floor, "floor", nonnegative=True, at_most=1.0)
     A = counting_view(op)
+    if grid is None:  # the grid and the density on it (float64), before any product is spent
+        A.check_fits(2 * num_points * 8, f"the density on {num_points} grid points", "fewer num_points or grid=")
     with A.reuse():
         quad = slq(A, num_probes, num_iters, seed, reorth, progress)
         nodes = quad.nodes.to(torch.float64)

@@ -1,5 +1,5 @@
-"""bridge.api on the reference network of shared/network-spec.md: exact values, MATLAB ordering, carriers,
-minibatch normalization, every entry point, and clear errors."""
+"""bridge.api on the reference network of the network spec (docs/bridge.md): exact values, MATLAB ordering,
+carriers, minibatch normalization, every entry point, and clear errors."""
 
 from __future__ import annotations
 

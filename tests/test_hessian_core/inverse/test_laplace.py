@@ -299,3 +299,18 @@ def test_model_is_not_changed():
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_draws_are_checked_against_the_memory_budget_before_allocating():
+    """sample(1e9) and predictive(n_samples=1e9) tried to allocate hundreds of GB and raised torch's raw
+    allocation error; the budget is now checked first, naming the draws and what to do instead."""
+    model, X, y = softmax_regression()
+    la = hc.Laplace(model, nn.CrossEntropyLoss(reduction="sum"), (X, y), memory_budget="64MB")
+    with pytest.raises(hc.MemoryBudgetError, match=r"posterior draws.*fewer draws"):
+        la.sample(10**9)
+    with pytest.raises(hc.MemoryBudgetError, match=r"mode='mc'.*fewer n_samples"):
+        la.predictive(X, mode="mc", n_samples=10**9)
+    with pytest.raises(hc.MemoryBudgetError, match=r"link='mc'.*link='probit'"):
+        la.predictive(X, link="mc", n_samples=10**9)
+    assert la.sample(3, seed=0).shape == (3, la.n_params)  # ordinary sizes still work
+    assert la.predictive(X, link="mc", n_samples=5, seed=0).mean.shape == (X.shape[0], 3)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import hessian_core as hc
 from hessian_core.optim import Newton, NewtonCG
 from hessian_core.optim.cg import steihaug_cg
 
@@ -114,3 +115,52 @@ def test_preconditioned_trust_region_adapts_its_radius_in_the_preconditioner_nor
     assert radii == [1.0, 2.0, 4.0]
     # every step ended on the boundary of the radius it was taken with, in the M norm
     assert float((50.0 - x.detach()).norm()) / scale ** 0.5 == pytest.approx(0.5 + 1.0 + 2.0, rel=1e-10)
+
+
+def test_a_curvature_operator_replaces_the_hessian():
+    """curvature=: Gauss-Newton-CG with the GGN operator. The step solves (G + damping I) d = -g with G built
+    independently as J^T H_L J from autograd Jacobians (G != H on this tanh net), the loss and gradient still
+    from the closure; a wrong operator size is refused by name."""
+    torch.manual_seed(3)
+    Dt = torch.float64
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).to(Dt)
+    X, Y = torch.randn(20, 2, dtype=Dt), torch.randn(20, 1, dtype=Dt)
+    loss_fn = nn.MSELoss()
+    params = list(model.parameters())
+    x0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+    shapes = [p.shape for p in params]
+
+    def outputs(theta):
+        tensors, a = {}, 0
+        for (name, p), shape in zip(model.named_parameters(), shapes):
+            tensors[name] = theta[a:a + p.numel()].reshape(shape)
+            a += p.numel()
+        return torch.func.functional_call(model, tensors, (X,)).reshape(-1)
+
+    J = torch.autograd.functional.jacobian(outputs, x0)  # (N, P)
+    G = J.T @ (2 / 20 * torch.eye(20, dtype=Dt)) @ J  # MSE mean over 20 scalars: H_L = 2/N I
+    g = torch.autograd.grad(loss_fn(model(X), Y), params)
+    g = torch.cat([t.reshape(-1) for t in g])
+    H = torch.autograd.functional.hessian(lambda t: loss_fn(outputs(t).reshape(-1, 1), Y), x0)
+    assert not torch.allclose(G, H, atol=1e-6)
+    damping = 1e-3
+    d = torch.linalg.solve(G + damping * torch.eye(len(x0), dtype=Dt), -g)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model(X), Y)
+        loss.backward()
+        return loss
+
+    opt = hc.optim.NewtonCG(params, damping=damping, trust_region=False, cg_rtol=1e-13, max_cg_iters=100,
+                            curvature=hc.GGNOperator(model, loss_fn, (X, Y)))
+    opt.step(closure)
+    s = torch.cat([p.detach().reshape(-1) for p in params]) - x0
+    t = float(s @ d / (d @ d))  # the line search may have halved the step
+    assert min(abs(t - 0.5**k) for k in range(11)) < 1e-8  # the full step or one of its halvings
+    torch.testing.assert_close(s, t * d, rtol=1e-8, atol=1e-12)
+    with pytest.raises(hc.InvalidInputError, match="size P = 13"):
+        bad = hc.optim.NewtonCG(params, curvature=hc.DenseOperator(torch.eye(5, dtype=Dt)))
+        bad.step(closure)
+    with pytest.raises(hc.InvalidInputError, match="curvature must be a LinearOperator"):
+        hc.optim.NewtonCG(params, curvature=torch.eye(13, dtype=Dt))

@@ -79,7 +79,7 @@ def test_slq_memory_is_checked():
     op = hc.as_operator(A)
     op.budget = 1000  # bytes: not even one probe's Lanczos vectors fit
     with pytest.raises(hc.MemoryBudgetError, match="reorth='none'"):
-        hc.spectral_density(op, num_probes=2, num_iters=10)
+        hc.spectral_density(op, num_probes=2, num_iters=10, num_points=10)  # a grid that fits
 
 
 def test_condition_number_positive_definite():
@@ -153,3 +153,12 @@ def test_linear_density_repr_is_compact(bimodal):
     A, _ = bimodal
     d = hc.spectral_density(A, num_probes=2, num_iters=10, seed=0)
     assert len(repr(d)) < 400 and "tensor" not in repr(d) and "mass_negative" in repr(d)
+
+
+def test_the_grid_is_checked_against_the_memory_budget_before_any_product():
+    """num_points=1e10 tried to allocate 80 GB after all the SLQ products; now refused first, by name."""
+    op = hc.DenseOperator(torch.diag(torch.arange(1.0, 41.0, dtype=torch.float64)), budget="1MB")
+    with pytest.raises(hc.MemoryBudgetError, match="grid points.*fewer num_points"):
+        hc.spectral_density(op, num_points=10**10, seed=0)
+    assert op.num_matvecs == 0
+    assert hc.spectral_density(op, num_points=50, seed=0).density.shape == (50,)
