@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
-from .reference import D, Setup
+from .harness import D, Setup
 
 N = 4  # samples per batch
 

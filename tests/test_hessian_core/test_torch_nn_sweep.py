@@ -25,7 +25,7 @@ from collections import Counter
 import pytest
 import torch
 from nn_sweep.cases import CASES, NOT_LAYERS, discovered
-from nn_sweep.reference import Reference, changes, finite_difference, state_of
+from nn_sweep.harness import Reference, changes, finite_difference, state_of
 from torch.nn.utils import parametrize
 
 import hessian_core as hc
