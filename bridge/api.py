@@ -92,12 +92,12 @@ def prepare(spec, X, T, *, x_format: str = "CB", t_format: str | None = None, lo
         data.append((x, tt))
     out_layer = model.spec.layer(model.output_layer)
     mloss = MatlabLoss(default_loss(out_layer.cls) if loss is None else loss, loss_options, out_fmt)
-    output = f"layer '{out_layer.name}', {out_layer.short_class}"
+    out_name = f"layer '{out_layer.name}', {out_layer.short_class}"
     with torch.no_grad():  # one forward per minibatch: the targets' size, and probabilities, before any work
         for i, (x, tt) in enumerate(data):
             Y = model(x)
-            _check_target_size(mloss, Y, tt, out_fmt, output, i)
-            mloss.check_outputs(Y, output)
+            _check_target_size(mloss, Y, tt, out_fmt, out_name, i)
+            mloss.check_outputs(Y, out_name)
     core = {"reduction": mloss.reduction, "count_fn": mloss.count, "memory_budget": memory_budget,
             "progress": progress}
     return Problem(model, mloss, data, core, output)

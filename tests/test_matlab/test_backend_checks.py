@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from octave_session import error_of, session
 
@@ -123,3 +124,61 @@ def test_what_crosses_to_python_cites_mathworks_pages():
         assert page in section, page
     unconfirmed = text.split("## MATLAB behaviour no MathWorks page confirms")[1].split("\n## ")[0]
     assert "pythonw.exe" in unconfirmed and "-v7" in unconfirmed
+
+
+@pytest.mark.parametrize("norm", [
+    "'Normalization', 'zerocenter', 'Mean', [0.5; -1; 2]",
+    "'Normalization', 'zscore', 'Mean', [0.5; -1; 2], 'StandardDeviation', [2; 0.5; 1.5]",
+    "'Normalization', 'rescale-symmetric', 'Min', [-2; -3; -1], 'Max', [2; 1; 4]",
+    "'Normalization', 'rescale-zero-one', 'Min', -2, 'Max', 3",
+    "'Normalization', @(x) 0.5 * x - 0.25",
+])
+def test_feature_input_normalizations_equal_on_both_backends(eng, norm):
+    """featureInputLayer's documented normalizations (the double follows MathWorks' page) computed by the
+    MATLAB backend through the layer double's predict equal the Python backend's Hessian (bridge/layers/
+    inputs.py; a function handle is applied to X in MATLAB before the request). Before, the double knew
+    only 'none'/'zscore' and died on a function handle."""
+    eng.eval(f"""
+        rand('state', 7); randn('state', 7);
+        nNet = dlnetwork([featureInputLayer(3, {norm}) fullyConnectedLayer(3) tanhLayer fullyConnectedLayer(2)]);
+        nX = dlarray(randn(3, 5), 'CB'); nT = dlarray(randn(2, 5), 'CB');
+        nHm = dlhessian(nNet, nX, nT, 'Backend', 'matlab');
+        nHp = dlhessian(nNet, nX, nT);
+    """)
+    H = eng.workspace["nHp"]
+    assert abs(H).max() > 1e-3
+    np.testing.assert_allclose(eng.workspace["nHm"], H, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rnn, head, tsize", [
+    ("lstmLayer(4, 'OutputMode', 'last')", "fullyConnectedLayer(2)", "[2, 3]"),
+    ("gruLayer(3)", "", "[3, 3, 5]"),
+    ("gruLayer(3, 'ResetGateMode', 'before-multiplication', 'OutputMode', 'last')", "fullyConnectedLayer(2)", "[2, 3]"),
+    ("gruLayer(3, 'ResetGateMode', 'recurrent-bias-after-multiplication')", "", "[3, 3, 5]"),
+])
+def test_lstm_gru_predict_once_differentiable_and_named(eng, rnn, head, tsize):
+    """The LSTM/GRU doubles predict as the layer pages define (loss equal to the Python bridge's, an
+    independent implementation), differentiate once, and refuse higher derivatives as MATLAB documents for
+    lstm/gru (Answers 587696): the MATLAB backend then raises hessiancore:higherDerivatives naming the
+    layer (hcModelEval's branch for layers MATLAB documents as not twice differentiable)."""
+    eng.eval(f"""
+        rand('state', 11); randn('state', 11);
+        rNet = dlnetwork([sequenceInputLayer(2) {rnn} {head}]);
+        rX = dlarray(randn(2, 3, 5), 'CBT');
+        rY = predict(rNet, rX); rFmt = dims(rY);
+        rT = dlarray(randn({tsize}), rFmt);
+        rLoss = extractdata(mse(rY, rT)); rXd = extractdata(rX); rTd = extractdata(rT);
+        rSpec = dlnetworkToSpec(rNet);
+        [~, rG] = dlfeval(@(net, X, T) deal(0, dlgradient(mse(predict(net, X), T), net.Learnables)), rNet, rX, rT);
+        rGn = numel(rG.Value);
+    """)
+    w = eng.workspace
+    from bridge import api
+    ref = api.loss_value(w["rSpec"], w["rXd"], w["rTd"], x_format="CBT", t_format=w["rFmt"], loss="mse")
+    assert w["rLoss"] == pytest.approx(float(ref), rel=1e-6)   # single-precision learnables, as MATLAB makes them
+    assert w["rGn"] >= 3
+    ident, msg = error_of(eng, "dlhessian(rNet, rX, rT, 'Backend', 'matlab')")
+    assert ident == "hessiancore:higherDerivatives", msg
+    kind = "LSTMLayer" if "lstm" in rnn else "GRULayer"
+    assert f"({kind})" in msg and "not supporting higher-order derivatives" in msg
+    assert msg.startswith("dlhessian: ")
