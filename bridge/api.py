@@ -29,8 +29,8 @@ from hessian_core.memory import format_bytes, resolve_budget
 from hessian_core.objective import Objective
 from hessian_core.operators import HessianOperator
 
+from .layout import channel_dim_of, matlab_size, matlab_to_torch
 from .layout import index_map as _index_map
-from .layout import matlab_to_torch
 from .losses import MatlabLoss, default_loss
 from .network import MatlabNetwork
 from .spec import to_array, to_cell
@@ -92,13 +92,30 @@ def prepare(spec, X, T, *, x_format: str = "CB", t_format: str | None = None, lo
         data.append((x, tt))
     out_layer = model.spec.layer(model.output_layer)
     mloss = MatlabLoss(default_loss(out_layer.cls) if loss is None else loss, loss_options, out_fmt)
-    if mloss.name in ("crossentropy", "binary-crossentropy", "index-crossentropy"):
-        with torch.no_grad():
-            for x, _ in data:
-                mloss.check_outputs(model(x), f"layer '{out_layer.name}', {out_layer.short_class}")
+    out_name = f"layer '{out_layer.name}', {out_layer.short_class}"
+    with torch.no_grad():  # one forward per minibatch: the targets' size, and probabilities, before any work
+        for i, (x, tt) in enumerate(data):
+            Y = model(x)
+            _check_target_size(mloss, Y, tt, out_fmt, out_name, i)
+            mloss.check_outputs(Y, out_name)
     core = {"reduction": mloss.reduction, "count_fn": mloss.count, "memory_budget": memory_budget,
             "progress": progress}
     return Problem(model, mloss, data, core, output)
+
+
+def _check_target_size(mloss: MatlabLoss, Y: torch.Tensor, T: torch.Tensor, fmt: str, output: str, i: int) -> None:
+    """T of minibatch ``i`` (0-based) must have the network output's size (size 1 along C for
+    'index-crossentropy'); the error gives both sizes in MATLAB's order and the minibatch 1-based."""
+    expected = list(Y.shape)
+    if mloss.name == "index-crossentropy":
+        expected[channel_dim_of(fmt)] = 1
+    if list(T.shape) == expected:
+        return
+    need = ("one class index per observation (size 1 along 'C')" if mloss.name == "index-crossentropy"
+            else "the size of the output")
+    raise InvalidInputError(
+        f"minibatch {i + 1}: T has size {matlab_size(T.shape, fmt)} but the network output ({output}) has size "
+        f"{matlab_size(Y.shape, fmt)} (format {fmt!r}); for the loss {mloss.name!r} T must have {need}")
 
 
 def _minibatches(X, what: str) -> list:

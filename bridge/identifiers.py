@@ -70,6 +70,10 @@ _OPTION_NAMES = (
     (r"\btorch\.float32\b", "single"),
 )
 
+#: The core's torch-layout wording of a failing loss -> MATLAB's (minibatches counted from 1).
+_LOSS_FAILED = re.compile(r"loss_fn\(outputs .*?, targets .*?\) failed on batch (\d+): (?:\w+Error: )?")
+_ON_BATCH = re.compile(r"\bon batch (\d+)\b")
+
 _LOW_MEMORY = ("dlhvp", "dlhessianEigs", "dlhessianTrace", "dlhessianDiag")
 
 
@@ -90,6 +94,8 @@ def matlab_error(exc: BaseException, function: str | None = None) -> tuple[str, 
             text = _memory_advice(text, wrapper)
         for pattern, name in _OPTION_NAMES:
             text = re.sub(pattern, name, text)
+        text = _LOSS_FAILED.sub(lambda m: f"the loss failed on minibatch {int(m.group(1)) + 1}: ", text)
+        text = _ON_BATCH.sub(lambda m: f"on minibatch {int(m.group(1)) + 1}", text)
     else:
         text = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ImportError):

@@ -85,10 +85,19 @@ def torch_to_matlab(t: torch.Tensor, canon: str) -> np.ndarray:
     return np.transpose(t.detach().cpu().numpy(), inv)
 
 
+def matlab_size(shape, canon: str) -> str:
+    """A torch-layout shape of an array in canonical format ``canon`` as MATLAB writes its size: '2x4'."""
+    inv = np.argsort(_torch_axes(canon))
+    return "x".join(str(int(shape[i])) for i in inv)
+
+
 def flatten_column_major(x: torch.Tensor, canon: str) -> torch.Tensor:
     """(B, C, S1..Sk) -> (B, S1*..*Sk*C) in MATLAB's column-major order over S1..Sk, C (S1 fastest).
 
-    This is what fullyConnectedLayer and flattenLayer do with spatial input (shared/matlab-conventions.md).
+    This is what flattenLayer does with spatial input, H x W x C x N -> (H*W*C) x N, a reshape of
+    MATLAB's column-major storage (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.flattenlayer.html),
+    and what fullyConnectedLayer does before its product
+    (https://www.mathworks.com/help/deeplearning/ref/nnet.cnn.layer.fullyconnectedlayer.html).
     """
     if "T" in canon or n_spatial(canon) == 0:
         return x

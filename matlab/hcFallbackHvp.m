@@ -1,5 +1,5 @@
 function [hv, n] = hcFallbackHvp(net, X, T, loss, v)
-    % HCFALLBACKHVP  Hessian-vector product by MATLAB's own automatic differentiation (MATLAB only).
+    % HCFALLBACKHVP  Hessian-vector product by MATLAB's own automatic differentiation.
     %   [HV, N] = HCFALLBACKHVP(NET, X, T, LOSS, V) returns H*V (P x 1, order as dlhessian) for the loss
     %   of NET on one minibatch X, T (formatted dlarray objects), with H the Hessian of that minibatch's
     %   loss, and N the number of observations in the minibatch ('B' dimension). Computed by double
@@ -11,7 +11,7 @@ function [hv, n] = hcFallbackHvp(net, X, T, loss, v)
     %   Python's algorithms drive it through the MATLAB Engine (bridge.transport.fallback: Lanczos
     %   eigenvalues, Hutch++ trace, conjugate gradients), weighting minibatches by N.
     %
-    %   Example (MATLAB only: dlfeval and dlgradient are not in the Octave test doubles):
+    %   Example:
     %     net = dlnetwork([featureInputLayer(3) fullyConnectedLayer(4) tanhLayer fullyConnectedLayer(2)]);
     %     X = dlarray(randn(3, 16), 'CB');  T = dlarray(randn(2, 16), 'CB');
     %     [hv, n] = hcFallbackHvp(net, X, T, 'mse', ones(26, 1));

@@ -7,7 +7,8 @@ function [opts, onMatlab] = hcBackendOptions(caller, args)
     %     'Backend'    'auto' (default: 'matlab' with 'ModelLoss', else 'python'), 'python' or 'matlab'
     %                  ('matlab' with a 'Loss' name computes MATLAB's own loss function in MATLAB)
     %   ONMATLAB is true when everything is computed in MATLAB by automatic differentiation
-    %   (hcMatlabBackend), false for the Python bridge. Conflicts raise 'hessiancore:invalidOption'.
+    %   (hcMatlabBackend), false for the Python bridge. Conflicts raise 'hessiancore:invalidOption', as does
+    %   a non-empty 'PythonOptions' on the MATLAB backend (nothing would read it).
     opts = hcParseOptions(caller, args);
     lossGiven = ~isempty(opts.Loss);   % (without it the loss is chosen from the network: hcDefaultLoss)
     if ~isempty(opts.ModelLoss)
@@ -25,4 +26,10 @@ function [opts, onMatlab] = hcBackendOptions(caller, args)
         opts.Backend = 'python';
     end
     onMatlab = strcmp(opts.Backend, 'matlab');
+    if onMatlab && ~isempty(fieldnames(opts.PythonOptions))
+        error('hessiancore:invalidOption', ['%s: ''PythonOptions'' (%s) are keyword arguments of the Python ', ...
+                                            'bridge, which the MATLAB backend does not run; remove them, or ', ...
+                                            'use ''Backend'', ''python'' with a ''Loss'' name'], caller, ...
+              strjoin(reshape(fieldnames(opts.PythonOptions), 1, []), ', '));
+    end
 end

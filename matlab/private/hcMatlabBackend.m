@@ -11,13 +11,32 @@ function result = hcMatlabBackend(fcn, net, X, T, opts, args, kwargs)
     %                      KWARGS.damping, KWARGS.lr
     %   Everything comes from Hessian-vector products by double backpropagation of the loss
     %   (OPTS.ModelLoss, or MATLAB's loss function named by OPTS.Loss on predict(NET, X)) with dlfeval and
-    %   dlgradient(..., 'EnableHigherDerivatives', true): see hcModelProblem and hcModelEval.
+    %   dlgradient(..., 'EnableHigherDerivatives', true): see hcModelProblem and hcModelEval. Errors of the
+    %   toolbox ('hessiancore:*') carry the name of the wrapper first ('dlhessian: ...').
     if nargin < 6
         args = {};
     end
     if nargin < 7
         kwargs = struct();
     end
+    wrappers = struct('hessian', 'dlhessian', 'diagonal', 'dlhessianDiag', 'hvp', 'dlhvp', ...
+                      'eigs', 'dlhessianEigs', 'trace', 'dlhessianTrace', 'newton_update', 'dlnewtonUpdate');
+    if ~isfield(wrappers, fcn)
+        error('hessiancore:invalidInput', 'the MATLAB backend has no function ''%s''', fcn);
+    end
+    try
+        result = compute(fcn, net, X, T, opts, args, kwargs);
+    catch err
+        % Every message names the wrapper the user called, as the Python bridge's do (bridge.identifiers).
+        wrapper = wrappers.(fcn);
+        if ~strncmp(err.identifier, 'hessiancore:', 12) || strncmp(err.message, [wrapper, ':'], numel(wrapper) + 1)
+            rethrow(err);
+        end
+        error(err.identifier, '%s: %s', wrapper, err.message);
+    end
+end
+
+function result = compute(fcn, net, X, T, opts, args, kwargs)
     prob = hcModelProblem(net, X, T, opts);
     switch fcn
         case 'hessian'
@@ -32,7 +51,5 @@ function result = hcMatlabBackend(fcn, net, X, T, opts, args, kwargs)
             result = hcModelTrace(prob, kwargs.num_matvecs, kwargs.method, kwargs.seed);
         case 'newton_update'
             result = hcModelNewton(prob, kwargs.damping, kwargs.lr);
-        otherwise
-            error('hessiancore:invalidInput', 'the MATLAB backend has no function ''%s''', fcn);
     end
 end

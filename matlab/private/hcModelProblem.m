@@ -13,7 +13,11 @@ function prob = hcModelProblem(net, X, T, opts)
     %              for 'all-elements'; 'none' (a loss summed over observations) adds the losses.
     %     Sizes, Counts, P, Theta (the learnables as one P x 1 double vector), DataType, Name,
     %     MemoryBudget
-    %   Nothing is evaluated here: hcModelEval names the errors of the first evaluation.
+    %   With a loss name the network is run once per minibatch (predict, untraced), as the Python bridge
+    %   does before any work: T must have the size of the network output ('hessiancore:invalidInput' naming
+    %   the minibatch, both sizes and the output layer), and the crossentropy family needs outputs in
+    %   [0, 1] (the Python backend's message). A 'ModelLoss' is not evaluated here: hcModelEval names the
+    %   errors of its first evaluation.
     if ~isobject(net) || ~isprop(net, 'Learnables')
         error('hessiancore:invalidInput', 'NET must be a dlnetwork, got a %s', class(net));
     end
@@ -76,6 +80,77 @@ function prob = hcModelProblem(net, X, T, opts)
     end
     prob.Theta = vertcat(parts{:});
     prob.Net = hcWithValues(net, copies);
+    if named
+        checkOutputs(prob, lower(char(opts.Loss)), opts.LossOptions);
+    end
+end
+
+function checkOutputs(prob, loss, lossOpts)
+    % What the Python bridge checks before any work (bridge.api.prepare, MatlabLoss.check_outputs), with
+    % the same identifiers and wording: the target size per minibatch, and probabilities for crossentropy.
+    [layer, short] = outputLayer(prob.Net);
+    multilabel = strcmp(loss, 'binary-crossentropy') || ...
+                 (isfield(lossOpts, 'ClassificationMode') && strcmpi(char(lossOpts.ClassificationMode), 'multilabel'));
+    for b = 1:numel(prob.X)
+        Y = predict(prob.Net, prob.X{b});
+        T = prob.T{b};
+        fmt = '';
+        if isa(Y, 'dlarray')
+            fmt = dims(Y);
+            Y = extractdata(Y);
+        end
+        if ~isequal(size(T), size(Y))
+            error('hessiancore:invalidInput', ['minibatch %d: T has size %s but the network output (layer ''%s'', ', ...
+                                               '%s) has size %s%s; for the loss ''%s'' T must have the size of ', ...
+                                               'the output'], b, sizeText(size(T)), layer, short, ...
+                  sizeText(size(Y)), formatText(fmt), loss);
+        end
+        if any(strcmp(loss, {'crossentropy', 'binary-crossentropy'})) && ~isempty(Y)
+            lo = double(min(Y(:)));
+            hi = double(max(Y(:)));
+            if ~(lo >= 0 && hi <= 1 + 1e-6)
+                if multilabel
+                    advice = 'sigmoidLayer';
+                else
+                    advice = ['softmaxLayer (sigmoidLayer for ''binary-crossentropy'' or ClassificationMode ', ...
+                              '''multilabel'')'];
+                end
+                error('hessiancore:invalidInput', ['%s takes probabilities, but the network output (layer ''%s'', ', ...
+                                                   '%s) has values in [%.4g, %.4g]. End the network with a %s, or ', ...
+                                                   'choose a loss for unbounded outputs such as ''mse'''], loss, ...
+                      layer, short, lo, hi, advice);
+            end
+        end
+    end
+end
+
+function [name, short] = outputLayer(net)
+    % The name and class (last part) of the network's output layer.
+    layers = net.Layers;
+    k = numel(layers);
+    if isprop(net, 'OutputNames') && ~isempty(net.OutputNames)
+        for i = 1:numel(layers)
+            layer = layers(i);
+            if strcmp(char(layer.Name), char(net.OutputNames{1}))
+                k = i;
+            end
+        end
+    end
+    layer = layers(k);
+    name = char(layer.Name);
+    parts = strsplit(class(layer), '.');
+    short = parts{end};
+end
+
+function text = sizeText(sz)
+    text = strjoin(arrayfun(@num2str, sz, 'UniformOutput', false), 'x');
+end
+
+function text = formatText(fmt)
+    text = '';
+    if ~isempty(fmt)
+        text = sprintf(' (format ''%s'')', fmt);
+    end
 end
 
 function [fcn, name, normalization] = lossFunction(opts, named)
@@ -129,7 +204,11 @@ function [fcn, name, normalization] = lossFunction(opts, named)
         case 'binary-crossentropy'
             lossFcn = @(Y, T) crossentropy(Y, T, 'ClassificationMode', 'multilabel', args{:});
         case 'index-crossentropy'
-            lossFcn = @(Y, T) indexcrossentropy(Y, T, args{:});
+            % indexcrossentropy (R2024b) is not computed on this backend: refused by name, before any work.
+            error('hessiancore:invalidOption', ['''index-crossentropy'' is not available on the MATLAB backend: ', ...
+                                                'use ''Backend'', ''python'' (the default) with it, or ''Loss'', ', ...
+                                                '''crossentropy'' with one-hot targets, e.g. ', ...
+                                                'T = onehotencode(...) or full(sparse(T, 1:N, 1, C, N))']);
         otherwise
             error('hessiancore:invalidOption', ['the MATLAB backend computes the losses mse, l2loss, l1loss, ', ...
                                                 'huber, crossentropy, binary-crossentropy and ', ...

@@ -31,7 +31,8 @@ classdef dlarray
     % 'all'), mean, exp, log, sqrt, abs, tanh, reshape, indexing X(i, j), stripdims, finddim, relu,
     % leakyrelu, sigmoid, softmax (over 'C'), fullyconnect, mse, crossentropy, l2loss, l1loss, huber,
     % and prod (whose derivative cannot be traced: "dlgradient does not support calculating
-    % higher-order derivatives that depend on ... prod", Answers 587696). Function pages: dlarray.mse,
+    % higher-order derivatives that depend on ... prod", Answers 587696), as lstm and gru (the LSTM and
+    % GRU layer doubles mark their output with dlarray.noHigherDerivatives). Function pages: dlarray.mse,
     % dlarray.crossentropy, dlarray.fullyconnect, dlarray.relu, dlarray.leakyrelu, dlarray.sigmoid,
     % dlarray.softmax, dlarray.l2loss, dlarray.l1loss, dlarray.huber (all under
     % https://www.mathworks.com/help/deeplearning/ref/). Anything else errors ('not in the double').
@@ -464,6 +465,14 @@ classdef dlarray
             tf = ~isempty(hcDlarrayTrace) && hcDlarrayTrace.Active;
         end
 
+        function out = noHigherDerivatives(x, fname)
+            % x unchanged, marked as computed by FNAME (lstm, gru), which MATLAB documents as having no
+            % higher-order derivatives (Answers 587696; the dlgradient page's limitations): its first
+            % derivative passes through, a backward pass that is itself recorded ('EnableHigherDerivatives')
+            % fails with the same error as prod.
+            out = dlarray.record('nohigher', {x}, x.Data, x.Format, fname);
+        end
+
         function x = leaf(x)
             % x as a new input of the current trace (what dlfeval does to its dlarray inputs).
             x = dlarray.record('leaf', {}, x.Data, x.Format, []);
@@ -679,6 +688,12 @@ classdef dlarray
                                                                'derivatives that depend on prod']);
                     end
                     parts{1} = gy .* out ./ in{1};
+                case 'nohigher'
+                    if dlarray.recording()
+                        error('dlgradient:higherDerivatives', ['dlgradient does not support higher-order ', ...
+                                                               'derivatives that depend on %s'], aux);
+                    end
+                    parts{1} = gy;
                 case 'exp'
                     parts{1} = gy .* out;
                 case 'log'

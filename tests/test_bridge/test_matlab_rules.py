@@ -6,6 +6,8 @@ References: hand-written float64 torch losses and torch.autograd.functional.hess
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,41 @@ def test_fallback_default_loss_follows_the_output_layer():
     assert fallback.EngineHvp(Engine("nnet.cnn.layer.SoftmaxLayer")).loss == "crossentropy"
     assert fallback.EngineHvp(Engine("nnet.cnn.layer.FullyConnectedLayer")).loss == "mse"
     assert fallback.EngineHvp(Engine("nnet.cnn.layer.SoftmaxLayer"), loss="l2loss").loss == "l2loss"
+
+
+@pytest.mark.parametrize("T_good, T_bad, loss, size, need", [
+    (T, np.zeros((3, 6)), "mse", "3x6", "the size of the output"),
+    (T, np.zeros((1, 6)), "l2loss", "1x6", "the size of the output"),
+    (1.0 + T.argmax(0).reshape(1, 6), T, "index-crossentropy", "2x6", "one class index per observation"),
+])
+def test_target_size_mismatch_in_matlab_terms(T_good, T_bad, loss, size, need):
+    """T of the wrong size is refused before any work with its size in MATLAB's order (C x B for 'CB',
+    not torch's B x C), the output layer, and the minibatch counted from 1 (here the second)."""
+    api.loss_value(_spec(True), [X, X], [T_good, T_good], loss=loss)   # the right sizes are accepted
+    with pytest.raises(InvalidInputError) as e:
+        api.hessian(_spec(True), [X, X], [T_good, T_bad], loss=loss)
+    ident, msg = matlab_error(e.value, "hessian")
+    assert ident == "hessiancore:invalidInput"
+    assert msg.startswith(f"dlhessian: minibatch 2: T has size {size} but the network output (layer 'sm', "
+                          "SoftmaxLayer) has size 2x6 (format 'CB')")
+    assert need in msg and "torch" not in msg and "batch 0" not in msg
+
+
+def test_core_loss_failures_are_reworded_for_matlab():
+    """The core's "loss_fn(outputs (4, 2) float64, ...) failed on batch 0: InvalidInputError: ..." names
+    torch shapes and a 0-based batch: MATLAB users read "the loss failed on minibatch 1: ..."."""
+    _, msg = matlab_error(InvalidInputError(
+        "loss_fn(outputs (4, 2) float64, targets (4, 3) float64) failed on batch 0: InvalidInputError: bad T"), "hvp")
+    assert msg == "dlhvp: the loss failed on minibatch 1: bad T"
+    _, msg = matlab_error(NonFiniteError("the loss on batch 2 is nan; the curvature is undefined there"), "hvp")
+    assert msg == "dlhvp: the loss on minibatch 3 is nan; the curvature is undefined there"
+
+
+def test_project_cites_no_file_users_do_not_have():
+    """Docstrings and docs cite MathWorks pages, never the development notes folder (shared/), which is not
+    shipped."""
+    root = Path(__file__).resolve().parents[2]
+    files = [*root.joinpath("bridge").rglob("*.py"), *root.joinpath("hessian_core").rglob("*.py"),
+             *root.joinpath("matlab").rglob("*.m"), *root.joinpath("docs").glob("*.md"), root / "README.md"]
+    offenders = [str(f.relative_to(root)) for f in files if "shared/" in f.read_text()]
+    assert offenders == []

@@ -423,8 +423,9 @@ def test_modelloss_trace_hutchpp_exact_when_the_sketch_spans(eng, tanh_case):
     w, H, *_ = tanh_case
     eng.eval("[tT, tSe, tInfo] = dlhessianTrace(mNet, mX, mT, 'ModelLoss', @hcmlMse, 'NumMatvecs', 78, 'Seed', 5);")
     assert eng.workspace["tT"] == pytest.approx(np.trace(H), rel=1e-9)
-    # 26 sketch probes span R^26: the remaining 26 probes, projected off the sketch, are (numerically) zero
-    assert eng.workspace["tSe"] < 1e-12 * abs(np.trace(H)) and eng.workspace["tInfo"]["NumMatvecs"] == 78
+    # 26 sketch probes span R^26: the trace is exact after 2 x 26 products, and no further probe is drawn
+    # (the Python backend's hutch++ stops there too and reports the 52 products it made)
+    assert eng.workspace["tSe"] == 0 and eng.workspace["tInfo"]["NumMatvecs"] == 52
 
 
 @pytest.mark.parametrize("method, matvecs", [("hutchinson", 2), ("hutch++", 6)])

@@ -4,7 +4,7 @@ classdef FeatureInputLayer < nnet.cnn.layer.Layer
     % InputSize (a positive integer), Normalization 'none' (default), 'zerocenter', 'zscore',
     % 'rescale-symmetric', 'rescale-zero-one' or a function handle; NormalizationDimension 'auto',
     % 'channel' or 'all'; Mean, StandardDeviation, Min, Max: [], a scalar or numFeatures-by-1. No inputs,
-    % output 'CB'. Predicts with Normalization 'none' and 'zscore' only.
+    % output 'CB'. Predicts with every Normalization.
     properties
         InputSize = []
         Normalization = 'none'
@@ -59,14 +59,28 @@ classdef FeatureInputLayer < nnet.cnn.layer.Layer
         end
 
         function Y = predictLayer(layer, X, ~)
-            switch layer.Normalization
+            % The page's formulas, per feature (Mean, StandardDeviation, Min, Max: scalar or
+            % numFeatures-by-1): zerocenter X - Mean; zscore (X - Mean) ./ StandardDeviation;
+            % rescale-symmetric to [-1, 1] and rescale-zero-one to [0, 1] from Min and Max; a function
+            % handle f: Y = f(X) (the page: "the function must be of the form Y = func(X)").
+            norm = layer.Normalization;
+            if isa(norm, 'function_handle')
+                Y = norm(X);
+                return
+            end
+            switch norm
                 case 'none'
                     Y = X;
+                case 'zerocenter'
+                    Y = X - layer.Mean(:);
                 case 'zscore'
                     Y = (X - layer.Mean(:)) ./ layer.StandardDeviation(:);
+                case 'rescale-symmetric'
+                    Y = 2 * (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:)) - 1;
+                case 'rescale-zero-one'
+                    Y = (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:));
                 otherwise
-                    error('hessiancoreTest:notImplemented', 'Normalization ''%s'' is not in the double', ...
-                          layer.Normalization);
+                    error('hessiancoreTest:notImplemented', 'Normalization ''%s'' is not in the double', norm);
             end
         end
 

@@ -8,7 +8,7 @@ classdef GRULayer < nnet.cnn.layer.Layer
     % (gates reset, update, candidate);
     % ResetGateMode 'after-multiplication' (default), 'before-multiplication' or
     % 'recurrent-bias-after-multiplication' (Bias 6H x 1); state HiddenState, H x 1 (zeros at initialization).
-    % Takes 'CBT' input. Export only (no predict).
+    % Takes 'CBT' input. predict: see predictLayer (differentiable once, as MATLAB documents).
     properties
         InputSize = 'auto'
         NumHiddenUnits = []
@@ -101,6 +101,67 @@ classdef GRULayer < nnet.cnn.layer.Layer
             fmt = 'CBT';
             if strcmp(layer.OutputMode, 'last')
                 fmt = 'CB';
+            end
+        end
+
+        function Y = predictLayer(layer, X, p)
+            % The gruLayer page's recurrence (gates reset, update, candidate): r, z = sigmoid(W x_t + R h +
+            % b); h~ = tanh(W_h x_t + b_h + r .* (R_h h)) ('after-multiplication'), tanh(W_h x_t + b_h +
+            % R_h (r .* h)) ('before-multiplication'), with the recurrent bias b_Rh inside r .* (...) for
+            % 'recurrent-bias-after-multiplication' (Bias 6H); h = (1 - z) .* h~ + z .* h. Zero initial
+            % state, default activations only. Differentiable once: no higher-order derivatives through gru.
+            checkActivations(layer);
+            H = layer.NumHiddenUnits;
+            xs = stripdims(X);
+            B = size(xs, 2);
+            T = size(xs, 3);
+            W = p.InputWeights;
+            R = p.RecurrentWeights;
+            bw = p.Bias(1:3 * H);
+            br = 0 * p.Bias(1:3 * H);
+            if strcmp(layer.ResetGateMode, 'recurrent-bias-after-multiplication')
+                br = p.Bias(3 * H + 1:6 * H);
+            end
+            h = zeros(H, B);
+            steps = cell(1, T);
+            for t = 1:T
+                wx = W * xs(:, :, t) + bw;
+                rh = R(1:2 * H, :) * h + br(1:2 * H);
+                r = sigmoid(wx(1:H, :) + rh(1:H, :));
+                z = sigmoid(wx(H + 1:2 * H, :) + rh(H + 1:2 * H, :));
+                if strcmp(layer.ResetGateMode, 'before-multiplication')
+                    cand = tanh(wx(2 * H + 1:3 * H, :) + R(2 * H + 1:3 * H, :) * (r .* h));
+                else
+                    cand = tanh(wx(2 * H + 1:3 * H, :) + r .* (R(2 * H + 1:3 * H, :) * h + br(2 * H + 1:3 * H)));
+                end
+                h = (1 - z) .* cand + z .* h;
+                steps{t} = h;
+            end
+            Y = recurrentOutput(layer, steps, 'gru');
+        end
+
+        function Y = recurrentOutput(layer, steps, fname)
+            % The hidden states of every time step as H x B x T 'CBT' ('sequence') or the last as 'CB',
+            % marked: MATLAB documents no higher-order derivatives through FNAME (Answers 587696).
+            if strcmp(layer.OutputMode, 'last')
+                Y = dlarray(steps{end}, 'CB');
+            else
+                T = numel(steps);
+                Y = 0;
+                for t = 1:T
+                    E = zeros(1, 1, T);
+                    E(t) = 1;
+                    Y = Y + reshape(steps{t}, size(steps{t}, 1), size(steps{t}, 2), 1) .* E;
+                end
+                Y = dlarray(Y, 'CBT');
+            end
+            Y = dlarray.noHigherDerivatives(Y, fname);
+        end
+
+        function checkActivations(layer)
+            if ~strcmp(layer.StateActivationFunction, 'tanh') || ~strcmp(layer.GateActivationFunction, 'sigmoid')
+                error('hessiancoreTest:notImplemented', ['layer ''%s'': only the default activations (tanh, ', ...
+                                                         'sigmoid) are in the double''s predict'], layer.Name);
             end
         end
 

@@ -4,7 +4,8 @@ classdef SequenceInputLayer < nnet.cnn.layer.Layer
     % sequences: InputSize a positive integer (image sequences, [h w c], are left out: the bridge does not
     % translate them); Normalization 'none' (default), 'zerocenter', 'zscore', 'rescale-symmetric',
     % 'rescale-zero-one' or a function handle; Mean, StandardDeviation, Min, Max: [], a scalar or
-    % InputSize-by-1; MinLength a positive integer (default 1). No inputs, output 'CBT'.
+    % InputSize-by-1; MinLength a positive integer (default 1). No inputs, output 'CBT'; predicts
+    % with every Normalization (the page's formulas, as featureInputLayer's).
     properties
         InputSize = []
         Normalization = 'none'
@@ -61,6 +62,32 @@ classdef SequenceInputLayer < nnet.cnn.layer.Layer
         function [sz, fmt] = outputSize(layer, ~, ~)
             sz = layer.InputSize;
             fmt = 'CBT';
+        end
+
+        function Y = predictLayer(layer, X, ~)
+            % The page's formulas, per channel and every time step (Mean, StandardDeviation, Min, Max: scalar or
+            % InputSize-by-1): zerocenter X - Mean; zscore (X - Mean) ./ StandardDeviation;
+            % rescale-symmetric to [-1, 1] and rescale-zero-one to [0, 1] from Min and Max; a function
+            % handle f: Y = f(X) (the page: "the function must be of the form Y = func(X)").
+            norm = layer.Normalization;
+            if isa(norm, 'function_handle')
+                Y = norm(X);
+                return
+            end
+            switch norm
+                case 'none'
+                    Y = X;
+                case 'zerocenter'
+                    Y = X - layer.Mean(:);
+                case 'zscore'
+                    Y = (X - layer.Mean(:)) ./ layer.StandardDeviation(:);
+                case 'rescale-symmetric'
+                    Y = 2 * (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:)) - 1;
+                case 'rescale-zero-one'
+                    Y = (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:));
+                otherwise
+                    error('hessiancoreTest:notImplemented', 'Normalization ''%s'' is not in the double', norm);
+            end
         end
 
     end
