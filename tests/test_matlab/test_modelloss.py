@@ -15,18 +15,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import torch
-
-from bridge.octave_engine import OctaveEngine
-from bridge.transport import matfile
+from octave_session import session, unpack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,51 +138,20 @@ HELPERS = {
 }
 
 
-def _octave_engine() -> OctaveEngine:
-    why = None
-    if shutil.which("octave-cli") is None and shutil.which("octave") is None:
-        why = "GNU Octave is not installed"
-    else:
-        try:
-            return OctaveEngine(test_doubles=True)
-        except Exception as e:  # noqa: BLE001 - reported below
-            why = f"Octave could not be started through oct2py: {type(e).__name__}: {e}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (CI is set: the MATLAB toolbox tests must run)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def eng(tmp_path_factory):
     """One Octave session; the helper functions on its path; a worker thread for the Python backend."""
-    e = _octave_engine()
     helpers = tmp_path_factory.mktemp("hcml")
     for name, code in HELPERS.items():
         (helpers / f"{name}.m").write_text(textwrap.dedent(code).lstrip() + "\n")
-    folder = tmp_path_factory.mktemp("hcmlserver")
-    stop = threading.Event()
-    worker = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
-    worker.start()
-    e.eval(f"addpath('{helpers}'); setenv('HESSIANCORE_PYTHON', '{sys.executable}'); "
-           f"setenv('HESSIANCORE_TRANSPORT', 'server'); setenv('HESSIANCORE_SERVERFOLDER', '{folder}'); "
-           "setenv('HESSIANCORE_SERVERTIMEOUT', '300');")
+    running = session(tmp_path_factory.mktemp("hcmlserver"))
+    e = next(running)
+    e.eval(f"addpath('{helpers}');")
     yield e
-    stop.set()
-    worker.join(timeout=10)
-    e.quit()
+    next(running, None)  # the session's own clean-up
 
 
 # -- the independent reference: networks written by hand in float64 torch ---------------------------
-def unpack(theta, shapes):
-    """Learnables from theta, each reshaped column-major to its MATLAB size (2-D)."""
-    out, i = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append(theta[i:i + n].reshape(s[::-1]).T)
-        i += n
-    return out
-
-
 def learnables(spec):
     values = [np.atleast_2d(np.asarray(v, dtype=np.float64)) for v in spec["Learnables"]["Value"]]
     theta = torch.as_tensor(np.concatenate([v.reshape(-1, order="F") for v in values]))

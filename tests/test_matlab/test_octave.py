@@ -12,67 +12,25 @@ Octave missing: skipped locally, FAILS when the environment variable CI is set.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import threading
 
 import numpy as np
 import pytest
 import scipy.io
 import torch
+from octave_session import session, unpack
 
-from bridge.octave_engine import MatlabExecutionError, OctaveEngine, OctaveObject
-from bridge.transport import codec, matfile
-
-
-def _octave_engine() -> OctaveEngine:
-    why = None
-    if shutil.which("octave-cli") is None and shutil.which("octave") is None:
-        why = "GNU Octave is not installed"
-    else:
-        try:
-            return OctaveEngine(test_doubles=True)
-        except Exception as e:  # noqa: BLE001 - reported below
-            why = f"Octave could not be started through oct2py: {type(e).__name__}: {e}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (CI is set: the MATLAB toolbox tests must run)")
-    pytest.skip(why)
+from bridge.octave_engine import MatlabExecutionError, OctaveObject
+from bridge.transport import codec
 
 
 @pytest.fixture(scope="module")
 def eng(tmp_path_factory):
     """One Octave session for the module; a request worker thread serving its 'server' transport."""
-    e = _octave_engine()
-    folder = tmp_path_factory.mktemp("hcserver")
-    stop = threading.Event()
-    worker = threading.Thread(target=matfile.serve, args=(folder,), kwargs={"stop": stop}, daemon=True)
-    worker.start()
-    while not (folder / "ready").exists() and worker.is_alive():  # the toolbox checks that a worker serves it
-        stop.wait(0.01)
-    e.eval(f"setenv('HESSIANCORE_PYTHON', '{sys.executable}'); setenv('HESSIANCORE_TRANSPORT', 'server'); "
-           f"setenv('HESSIANCORE_SERVERFOLDER', '{folder}'); setenv('HESSIANCORE_SERVERTIMEOUT', '300');")
-    yield e
-    stop.set()
-    worker.join(timeout=10)
-    e.quit()
+    yield from session(tmp_path_factory.mktemp("hcserver"))
 
 
 # -- an independent reference: the network of the tests, by hand, in float64 torch --------------------
-def colmajor(theta, shape):
-    """reshape(theta, shape) in MATLAB (column-major) for 2-D shapes."""
-    return theta.reshape(shape[::-1]).T if len(shape) == 2 else theta.reshape(shape)
-
-
-def unpack(theta, shapes):
-    out, i = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append(colmajor(theta[i:i + n], s))
-        i += n
-    return out
-
-
 def tanh_net_loss(theta, X, T, shapes):
     """featureInput(3) -> fc -> tanh -> fc, MATLAB's mse = sum((Y - T).^2) / (2 N)."""
     W1, b1, W2, b2 = unpack(theta, shapes)
