@@ -30,9 +30,10 @@ from torch import nn
 REPEATS = 3
 
 
-def problem(quick: bool = False):
+def problem(quick: bool = False, steps: int = 100):
     """Digits-like data: 64 features in [0, 16] (standardized), 10 classes from a random teacher with 10%
-    label noise; a 64-32-32-10 tanh MLP trained 100 Adam steps (so the Hessian is not at initialization)."""
+    label noise; a 64-32-32-10 tanh MLP trained ``steps`` Adam steps (so the Hessian is not at
+    initialization). Also the problem of ``bench_spectral_edges.py`` (300 steps)."""
     torch.manual_seed(0)
     n, width = (600, 16) if quick else (1797, 32)
     raw = torch.rand(n, 64, dtype=torch.float64) * 16
@@ -46,7 +47,7 @@ def problem(quick: bool = False):
                           nn.Linear(width, 10)).double()
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
+    for _ in range(steps):
         opt.zero_grad()
         loss_fn(model(X), y).backward()
         opt.step()
