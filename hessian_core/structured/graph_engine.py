@@ -28,7 +28,7 @@ from .chain_batch import output_derivatives
 from .graph_gram import Gram
 from .ops import DECOMPOSITIONS, arg, classify
 from .push_rules import push, weight_gradients
-from .trace import Ref, Trace, trace_forward
+from .trace import Ref, Trace, call_leaves, trace_forward
 
 #: calls whose integer arguments include the batch size (rewritten when the batch is sliced)
 _SHAPE_ARGS = {"view", "reshape", "expand", "unflatten", "broadcast_to", "repeat", "tile"}
@@ -604,22 +604,7 @@ class BatchGraph:
 
 def _refs(node) -> list[int]:
     """Indices of the traced values a call reads (its :class:`~.trace.Ref` arguments), once each."""
-    out: list[int] = []
-
-    def walk(x):
-        if isinstance(x, Ref):
-            if x.index not in out:
-                out.append(x.index)
-        elif isinstance(x, (tuple, list)):
-            for t in x:
-                walk(t)
-        elif isinstance(x, dict):
-            for t in x.values():
-                walk(t)
-
-    walk(node.args)
-    walk(node.kwargs)
-    return out
+    return list(dict.fromkeys(x.index for x in call_leaves(node) if isinstance(x, Ref)))
 
 
 def _pad(t: Tangent, lo: int, hi: int) -> torch.Tensor:

@@ -102,24 +102,9 @@ def classify(node, values) -> str | None:
 
 def _only_dep_tensor(node, values) -> bool:
     """The call reads exactly one tensor, the one that depends on the parameters (no tensor exponents ...)."""
-    from .trace import Ref
+    from .trace import Ref, call_leaves
 
-    count = 0
-
-    def walk(x):
-        nonlocal count
-        if isinstance(x, (Ref, torch.Tensor)):
-            count += 1
-        elif isinstance(x, (tuple, list)):
-            for t in x:
-                walk(t)
-        elif isinstance(x, dict):
-            for t in x.values():
-                walk(t)
-
-    walk(node.args)
-    walk(node.kwargs)
-    return count == 1
+    return sum(isinstance(x, (Ref, torch.Tensor)) for x in call_leaves(node)) == 1
 
 
 def _reduces_batch(node) -> bool:

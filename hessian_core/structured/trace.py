@@ -54,6 +54,24 @@ class Value:
     param: int | None = None  # ParamSpec index, for the parameters themselves
 
 
+def leaves(x):
+    """The leaves of nested tuples, lists and dicts (a call's arguments), depth first."""
+    if isinstance(x, (tuple, list)):
+        for t in x:
+            yield from leaves(t)
+    elif isinstance(x, dict):
+        for t in x.values():
+            yield from leaves(t)
+    else:
+        yield x
+
+
+def call_leaves(node):
+    """The leaves of a recorded call's positional and then keyword arguments."""
+    yield from leaves(node.args)
+    yield from leaves(node.kwargs)
+
+
 @dataclass
 class Node:
     """One call whose output depends on the parameters: ``func(*args, **kwargs)`` with :class:`Ref` in
@@ -195,14 +213,7 @@ def _check_autograd_agrees(values, refs, args, kwargs, name, traced: set) -> Non
 
 
 def _tensors(x):
-    if isinstance(x, torch.Tensor):
-        yield x
-    elif isinstance(x, (tuple, list)):
-        for t in x:
-            yield from _tensors(t)
-    elif isinstance(x, dict):
-        for t in x.values():
-            yield from _tensors(t)
+    return (t for t in leaves(x) if isinstance(t, torch.Tensor))
 
 
 def _name_of(func) -> str:
