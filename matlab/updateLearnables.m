@@ -46,22 +46,12 @@ function net = updateLearnables(net, values)
     if any(~isfinite(flat))
         error('hessiancore:nonFinite', 'updateLearnables: the new values contain NaN or Inf; NET is unchanged');
     end
-    tbl = net.Learnables;
-    old = tbl.Value;
+    old = net.Learnables.Value;
     new = cell(N, 1);
     offset = 0;
     for i = 1:N
         new{i} = hcLike(flat(offset + 1:offset + counts(i)), old{i});
         offset = offset + counts(i);
     end
-    tbl.Value = new;
-    try
-        net.Learnables = tbl;
-    catch err
-        % Releases where Learnables cannot be assigned: dlupdate (documented) writes each value.
-        if ~exist('dlupdate', 'file')
-            rethrow(err);
-        end
-        net = dlupdate(@(old, value) value, net, tbl);
-    end
+    net = hcWithValues(net, new);
 end
