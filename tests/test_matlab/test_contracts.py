@@ -89,6 +89,10 @@ def test_wrappers_request_the_api_functions_the_table_names():
     for python_name in filter(None, entrypoints.COMMON_OPTIONS.values()):
         assert f"'{python_name}'" in request, python_name
     assert "'which'" in (TOOLBOX / "dlhessianEigs.m").read_text()
+    # the MATLAB backend names the wrapper in its errors: its map is the table's, inverted
+    backend = (TOOLBOX / "private" / "hcMatlabBackend.m").read_text()
+    pairs = re.findall(r"'(\w+)', '(dl\w+)'", backend[backend.index("wrappers = struct("):])
+    assert dict(pairs) == {fn: wrapper for wrapper, fn in entrypoints.WRAPPERS.items()}
 
 
 def test_options_match_signatures_and_the_python_table(option_tables):
