@@ -93,9 +93,10 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
     before = [t._version for _, _, t in registered if t is not None]
     # Tensors a forward assigns as plain attributes (the legacy spectral_norm/weight_norm hooks set
     # ``module.weight``) would otherwise keep this evaluation's tensors.
-    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+    modules = list(model.modules())
+    attributes = _tensor_attributes(modules)
     try:
-        with analysis_scope(model, composites, used), second_order_kernels(model):
+        with analysis_scope(model, composites, used, modules), second_order_kernels(model):
             return functional_call(model, tensors, args)
     finally:
         restore_tensors(registered)
@@ -113,14 +114,20 @@ def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
     :func:`functional_forward`, with the tensors a forward assigns as plain attributes put back. What a product
     on a small model saves: the cost of substituting every parameter."""
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    attributes = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+    modules = list(model.modules())
+    attributes = _tensor_attributes(modules)
     try:
-        with analysis_scope(model, False, used), second_order_kernels(model):
+        with analysis_scope(model, False, used, modules), second_order_kernels(model):
             return model(*args)
     finally:
         for m, k, v in attributes:
             if m.__dict__.get(k) is not v:
                 m.__dict__[k] = v
+
+
+def _tensor_attributes(modules) -> list:
+    """``(module, name, tensor)`` of the tensors held as plain attributes (what a forward may reassign)."""
+    return [(m, k, v) for m in modules for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)]
 
 
 def _unwrapped(model, tensors):
@@ -144,14 +151,13 @@ def _written(model, registered, before) -> InvalidInputError:
 
 
 @contextlib.contextmanager
-def analysis_scope(model: nn.Module, composites: bool = True, used: dict | None = None):
-    """See the module docstring; ``composites=False`` leaves PyTorch's own operations in place."""
-    with contextlib.ExitStack() as stack:
-        if composites:
-            stack.enter_context(_composites(model, used))
-        stack.enter_context(_plain_checkpoints(used))
-        stack.enter_context(_without_backward_hooks(model, used))
-        stack.enter_context(_uncached_parametrizations())
+def analysis_scope(model: nn.Module, composites: bool = True, used: dict | None = None, modules=None):
+    """See the module docstring; ``composites=False`` leaves PyTorch's own operations in place. ``modules``:
+    ``list(model.modules())`` when the caller has it already."""
+    # nested scopes rather than an ExitStack: entered on every forward of a product
+    with (_composites(model, used) if composites else contextlib.nullcontext()), _plain_checkpoints(used), \
+            _without_backward_hooks(model.modules() if modules is None else modules, used), \
+            _uncached_parametrizations():
         yield
 
 
@@ -193,10 +199,10 @@ def _plain_checkpoints(used):
 
 
 @contextlib.contextmanager
-def _without_backward_hooks(model: nn.Module, used):
-    """Backward hooks (module and global) set aside: they wrap the forward in autograd Functions that
-    ``torch.func`` rejects, and they observe or rewrite gradients, never the forward value."""
-    saved = [(m, m._backward_hooks, m._backward_pre_hooks) for m in model.modules()
+def _without_backward_hooks(modules, used):
+    """Backward hooks (module and global) set aside on ``modules``: they wrap the forward in autograd
+    Functions that ``torch.func`` rejects, and they observe or rewrite gradients, never the forward value."""
+    saved = [(m, m._backward_hooks, m._backward_pre_hooks) for m in modules
              if m._backward_hooks or m._backward_pre_hooks]
     glob = (_module._global_backward_hooks, _module._global_backward_pre_hooks)
     if not saved and not glob[0] and not glob[1]:

@@ -267,7 +267,16 @@ def test_encoder_dropout_in_train_mode_matches_finite_differences():
     assert (H @ v - fd).norm() <= 1e-7 * fd.norm()
 
 
-def test_scope_restores_flags_and_skips_under_no_grad():
+@pytest.mark.parametrize("lean", [True, False], ids=["flags set directly", "through sdpa_kernel"])
+def test_scope_restores_flags_and_skips_under_no_grad(lean, monkeypatch):
+    """The same settings whether the scope sets torch's flags itself or (another torch) uses sdpa_kernel."""
+    import hessian_core.second_order_kernels as sok
+
+    if not lean:
+        monkeypatch.setattr(sok, "_SDP_FLAGS", None)
+    else:
+        assert sok._SDP_FLAGS is not None  # torch 2.13 has the functions sdpa_kernel uses
+
     def enabled():
         cuda = torch.backends.cuda
         return (cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(), cuda.cudnn_sdp_enabled(),
