@@ -35,6 +35,12 @@ def dense_curvature(objective, curvature: str, instead: str = "the diagonal or t
 def diagonal_curvature(objective, curvature: str) -> torch.Tensor:
     """Exact diagonal ``(P,)`` of the curvature of ``objective``."""
     curvature = check_choice(curvature, "curvature", tuple(OPERATORS))
-    if curvature == "ggn" and is_separable(objective):
-        return ggn(objective, diagonal=True)
+    if curvature == "ggn":
+        from ..structured.strategies import structured_ggn_diagonal
+
+        backpropagated = structured_ggn_diagonal(objective)  # Sequentials: one pass of square-root factors
+        if backpropagated.value is not None:
+            return backpropagated.value
+        if is_separable(objective):
+            return ggn(objective, diagonal=True)
     return OPERATORS[curvature](objective).diagonal()

@@ -58,6 +58,8 @@ class GGNOperator(CurvatureOperator):
         #: "torch.func" or "autograd" (plain double backward, for models torch.func rejects)
         self.engine = "torch.func"
         self.check_report: str | None = None
+        #: which computation the last ``diagonal()`` used (structured square-root factors or products)
+        self.last_path: str | None = None
         #: the loss Hessian in closed form (recognized standard loss, forward mode available), else autograd
         self.closed_form = recognized(self.objective.loss_fn)
         if self.mc_samples is not None:
@@ -80,8 +82,25 @@ class GGNOperator(CurvatureOperator):
                 "J v": self.jvp_mode + (f" ({self.jvp_note})" if self.jvp_note else ""),
                 "loss Hessian": ("closed form (one JVP and one VJP per product)" if self.closed_form
                                  else "autograd through the loss (reverse-over-reverse)"),
-                "mc_samples": self.mc_samples,
+                "mc_samples": self.mc_samples, "last diagonal": self.last_path or "none yet",
                 "self-check": (self.check_report or "on the first batch") if self.self_check else "off"}
+
+    def diagonal(self) -> torch.Tensor:
+        """Exact diagonal ``(P,)``: for a Sequential of Linear/conv/pooling layers and elementwise activations,
+        square-root factors of the per-sample output Hessians backpropagated to each layer (one pass, as
+        BackPACK's ``DiagGGNExact``); otherwise products with unit vectors. ``last_path`` says which."""
+        if self.mc_samples is None:
+            from ..structured.strategies import structured_ggn_diagonal
+
+            result = structured_ggn_diagonal(self.objective)
+            if result.value is not None:
+                self.last_path = f"structured: {result.path}"
+                self.num_matvecs += self.size
+                return result.value
+            self.last_path = f"products with unit vectors (structured: {result.path})"
+        else:
+            self.last_path = "products with unit vectors (a Monte Carlo GGN)"
+        return super().diagonal()
 
     def _prepare(self, ctx):
         if self.closed_form and self.engine == "torch.func":

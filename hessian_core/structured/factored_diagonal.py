@@ -189,9 +189,12 @@ def _pullback(m, x, S, d1=None, idx=None):
     return vmap(lambda s: pb(s)[0], in_dims=1, out_dims=1)(S)
 
 
-def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float, work_bytes: int) -> None:
+def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float, work_bytes: int,
+                       ggn: bool = False) -> None:
     """``out += weight * diag(this batch's Hessian)``, ``out`` flat ``(P,)`` in ParamSpec order. Samples are
-    processed in slices so that the factor columns stay within ``work_bytes``."""
+    processed in slices so that the factor columns stay within ``work_bytes``. ``ggn=True``: the diagonal of
+    the generalized Gauss-Newton ``J^T H_L J`` instead (the same recursion without the activations'
+    residual columns, which are the Hessian's terms beyond the GGN)."""
     x = ctx.inputs
     if not isinstance(x, torch.Tensor):
         raise NotApplicable("inputs are not one tensor")
@@ -217,7 +220,8 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
                               known=(objective.loss_fn, ctx.targets) if x.dim() == 2 else None)
     lowest = min(k for k, (_, where) in enumerate(modules) if where)
     # factor columns per sample: the loss's, plus one per unit of every curving elementwise module above `lowest`
-    columns = D.shape[1] + sum(inputs[k][0].numel() for k in range(lowest + 1, len(modules)) if _curves(modules[k][0]))
+    columns = D.shape[1] + (0 if ggn else sum(inputs[k][0].numel() for k in range(lowest + 1, len(modules))
+                                              if _curves(modules[k][0])))
     factor = _known_factor(objective.loss_fn, x, ctx.targets, D)
     widest = max(t[0].numel() for t in inputs + [x])
     per_sample = 3 * out.element_size() * columns * widest
@@ -229,7 +233,7 @@ def add_batch_diagonal(out: torch.Tensor, objective, modules, ctx, weight: float
             sl = slice(a, a + step)
             _backprop(out, objective.params, modules, [t[sl] for t in inputs], g.reshape(shape)[sl], D[sl],
                       lowest, weight, None if factor is None else (factor[0][sl], factor[1][sl]),
-                      [None if i is None else i[sl] for i in indices])
+                      [None if i is None else i[sl] for i in indices], ggn)
 
 
 def _is_elementwise(m) -> bool:
@@ -257,11 +261,13 @@ def _known_factor(loss_fn, out, targets, D):
     return None
 
 
-def _backprop(out, spec, modules, inputs, g, D, lowest, weight, factor=None, indices=None) -> None:
+def _backprop(out, spec, modules, inputs, g, D, lowest, weight, factor=None, indices=None, ggn=False) -> None:
     S, sign = _loss_factor(D) if factor is None else factor
     factors = [(S.reshape(g.shape[0], -1, *g.shape[1:]), sign)]
     # the gradient is carried down only as far as an activation still needs it for its residual columns
-    deepest = min((k for k in range(lowest + 1, len(modules)) if _curves(modules[k][0])), default=len(modules))
+    # (the GGN has none)
+    deepest = len(modules) if ggn else min((k for k in range(lowest + 1, len(modules)) if _curves(modules[k][0])),
+                                           default=len(modules))
     for k in range(len(modules) - 1, lowest - 1, -1):
         m, where = modules[k]
         xin = inputs[k]
@@ -279,7 +285,7 @@ def _backprop(out, spec, modules, inputs, g, D, lowest, weight, factor=None, ind
         g_out = g
         if deepest <= k - 1:  # a curving activation below still needs the gradient at its output
             g = _pullback(m, xin, g_out[:, None], d1, idx)[:, 0]
-        if d2 is not None:
+        if d2 is not None and not ggn:
             r = (d2 * g_out).reshape(xin.shape[0], -1)
             if bool((r != 0).any()):
                 F_ = r.shape[1]

@@ -223,17 +223,28 @@ def chain_diagonal(objective) -> Outcome:
     return _accumulate(objective, contribution, out, "Hessian diagonal (structured)", "Linear chain")
 
 
-def factored_diagonal(objective) -> Outcome:
+def factored_diagonal(objective, ggn: bool = False) -> Outcome:
+    """The Hessian's (``ggn=True``: the generalized Gauss-Newton's) exact diagonal of a Sequential by
+    backpropagated square-root factors (:mod:`.factored_diagonal`)."""
     modules = parse_modules(objective)
     spec = objective.params
     out = torch.zeros(spec.numel, dtype=spec.dtype, device=spec.device)
     work = max(min(objective.budget // 2, DIAGONAL_WORK_BYTES), MIN_WORK_BYTES)
 
     def contribution(ctx, acc, w):
-        add_factored_diagonal(acc, objective, modules, ctx, w, work)
+        add_factored_diagonal(acc, objective, modules, ctx, w, work, ggn)
 
-    return _accumulate(objective, contribution, out, "Hessian diagonal (structured, factored)",
+    kind = "GGN" if ggn else "Hessian"
+    return _accumulate(objective, contribution, out, f"{kind} diagonal (structured, factored)",
                        "square-root factors")
+
+
+def structured_ggn_diagonal(objective, force: bool = False) -> Outcome:
+    """Exact GGN diagonal ``(P,)`` of a Sequential of Linear/conv/pooling layers and elementwise activations
+    (square-root factors of the per-sample output Hessians backpropagated), else ``Outcome(None, why)``."""
+    if parse_modules(objective) is None:
+        return Outcome(None, "not a Sequential of Linear/conv/pooling layers and elementwise activations")
+    return factored_diagonal(objective, ggn=True)
 
 
 def graph_diagonal(objective, force: bool = False) -> Outcome:
