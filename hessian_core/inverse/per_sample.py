@@ -5,7 +5,8 @@ then ``L = sum_n l_n / W`` (``W`` the sample count for ``"mean"``, 1 for ``"sum"
 :func:`check_separable` verifies on a batch. Everything goes through :meth:`Objective.forward`, so the model
 policy holds (parameters and buffers untouched, eval mode unless asked, random draws fixed per batch).
 
-* :func:`losses_and_gradients`: ``l_n`` ``(n,)`` and ``grad l_n`` as columns ``(P, n)``.
+* :func:`losses_and_gradients` (from :mod:`hessian_core.sample_gradients`): ``l_n`` ``(n,)`` and ``grad l_n`` as
+  columns ``(P, n)``.
 * :func:`jacobians`: model outputs ``f_n`` flattened ``(n, O)`` and their Jacobians ``(n, O, P)``.
 * :func:`ggn_factors`: ``S_n^T J_n`` with ``S_n S_n^T`` the output Hessian ``d^2 l_n / d f_n^2`` (signed).
 * :func:`ggn`: the generalized Gauss-Newton ``sum_n J_n^T H_n J_n / W``, dense or its diagonal, from those.
@@ -16,30 +17,17 @@ Samples are processed in chunks sized by the memory budget.
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import torch
-from torch.func import grad_and_value, jacrev, vjp, vmap
+from torch.func import jacrev, vjp, vmap
 
 from ..errors import InvalidInputError
 from ..memory import format_bytes
-
-
-def _unsqueeze(x):
-    return x.unsqueeze(0) if isinstance(x, torch.Tensor) else type(x)(_unsqueeze(t) for t in x)
-
-
-def _take(x, a: int, b: int):
-    return x[a:b] if isinstance(x, torch.Tensor) else type(x)(_take(t, a, b) for t in x)
-
-
-def _index(x, i: int):
-    return x[i] if isinstance(x, torch.Tensor) else type(x)(_index(t, i) for t in x)
-
-
-def num_samples(ctx) -> int:
-    """Samples in batch ``ctx`` (leading dimension of the targets)."""
-    return int(ctx.targets.shape[0])
+from ..sample_gradients import index as _index
+from ..sample_gradients import losses_and_gradients, num_samples
+from ..sample_gradients import take as _take
+from ..sample_gradients import unsqueeze as _unsqueeze
+from ..sample_gradients import vmapped as _vmapped
 
 
 def refuse_train_mode(objective, what: str) -> None:
@@ -60,43 +48,6 @@ def sample_chunk(objective, per_sample_numbers: int, reserved: int = 0) -> int:
             f"one sample's derivatives need about {format_bytes(per)}, more than the memory budget left "
             f"({format_bytes(max(left, 0))}); raise memory_budget=")
     return int(max(1, min(left // per, 4096)))
-
-
-def _vmapped(fn, fallback, *args):
-    """``vmap(fn)(*args)`` over samples, or the per-sample loop ``fallback()`` for models vmap rejects."""
-    try:
-        return fn(*args)
-    except (RuntimeError, NotImplementedError) as e:
-        msg = str(e).lower()
-        if "vmap" not in msg and "batch" not in msg:
-            raise
-        warnings.warn(f"per-sample derivatives: vmap failed ({str(e).splitlines()[0]}); looping over samples",
-                      RuntimeWarning, stacklevel=3)
-        return fallback()
-
-
-def losses_and_gradients(objective, ctx, a: int = 0, b: int | None = None):
-    """Per-sample losses ``(m,)`` and gradients ``(P, m)`` of samples ``a..b-1`` of batch ``ctx``."""
-    spec = objective.params
-    primals = spec.primals()
-    seed = objective.seed_of(ctx.index)
-    b = num_samples(ctx) if b is None else b
-    x, y = _take(ctx.inputs, a, b), ctx.targets[a:b]
-
-    def sample_loss(params, xi, yi):
-        return objective.loss_fn(objective.forward(params, _unsqueeze(xi), seed=seed), _unsqueeze(yi))
-
-    def batched():
-        g, v = vmap(grad_and_value(sample_loss), in_dims=(None, 0, 0), randomness="same")(primals, x, y)
-        return v.detach(), torch.cat([t.reshape(t.shape[0], -1) for t in g], dim=1).T
-
-    def loop():
-        out = [grad_and_value(sample_loss)(primals, _index(x, i), y[i]) for i in range(b - a)]
-        return (torch.stack([v.detach() for _, v in out]),
-                torch.stack([spec.flatten(g) for g, _ in out], dim=1))
-
-    losses, G = _vmapped(batched, loop)
-    return losses, G
 
 
 def jacobians(objective, inputs, seed=None):

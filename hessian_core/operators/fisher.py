@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
 
 from ..errors import InvalidInputError
 from ..objective import default_count
+from ..sample_gradients import index, losses_and_gradients
 from .curvature import CurvatureOperator
 
 
@@ -34,24 +34,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
 
     def sample_gradients(self, ctx) -> torch.Tensor:
         """Per-sample gradients of batch ``ctx`` as columns, ``(P, n)``."""
-        primals = self.params.primals()
-        obj = self.objective
-        seed = obj.seed_of(ctx.index)
-
-        def sample_loss(params, x, y):
-            return obj.loss_fn(obj.forward(params, _unsqueeze(x), seed=seed), _unsqueeze(y))
-
-        if self.vmap_ok:
-            try:
-                per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="same")
-                grads = per_sample(primals, ctx.inputs, ctx.targets)
-                return self._flat_columns(grads)
-            except (RuntimeError, NotImplementedError):
-                self.vmap_ok = False
-        n = ctx.targets.shape[0]
-        cols = [self.params.flatten(grad(sample_loss)(primals, _index(ctx.inputs, i), ctx.targets[i]))
-                for i in range(n)]
-        return torch.stack(cols, dim=1)
+        return losses_and_gradients(self.objective, ctx)[1]
 
     def weighted_gradients(self, ctx) -> torch.Tensor:
         """Per-sample gradients times the square root of each sample's count, ``(P, n)``: a sample's count is
@@ -66,8 +49,8 @@ class EmpiricalFisherOperator(CurvatureOperator):
         if per_sample is not None:
             counts = per_sample(ctx.inputs, ctx.targets).to(dtype=G.dtype, device=G.device)
         else:
-            counts = torch.tensor([float(obj.count_fn(_index(ctx.inputs, i, keep=True),
-                                                      _index(ctx.targets, i, keep=True))) for i in range(n)],
+            counts = torch.tensor([float(obj.count_fn(index(ctx.inputs, i, keep=True),
+                                                      index(ctx.targets, i, keep=True))) for i in range(n)],
                                   dtype=G.dtype, device=G.device)
         return torch.where(counts > 0, G * counts.clamp_min(0).sqrt(), 0)
 
@@ -94,16 +77,3 @@ class EmpiricalFisherOperator(CurvatureOperator):
 
         return self.objective.accumulate(contribution, out, per_sample=True, desc="empirical Fisher diagonal")
 
-
-def _unsqueeze(x):
-    if isinstance(x, torch.Tensor):
-        return x.unsqueeze(0)
-    return type(x)(t.unsqueeze(0) for t in x)
-
-
-def _index(x, i, keep: bool = False):
-    """Sample ``i`` of a tensor or tuple of tensors (``keep=True``: as a batch of one)."""
-    s = slice(i, i + 1) if keep else i
-    if isinstance(x, torch.Tensor):
-        return x[s]
-    return type(x)(t[s] for t in x)
