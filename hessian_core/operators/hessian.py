@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import torch
 from torch.func import grad, jvp
@@ -58,6 +57,8 @@ class HessianOperator(CurvatureOperator):
         self.forward_over_reverse_ok = True
         #: why forward-over-reverse is not used (None while it is)
         self.forward_over_reverse_note: str | None = None
+        #: why block products go one vector at a time (a batching rule PyTorch lacks), for plan()
+        self.batched_note: str | None = None
         #: "torch.func" (forward-over-reverse transforms for dense columns) or "autograd" (plain autograd only,
         #: for models torch.func rejects); products of one vector or a block are plain autograd either way
         self.engine = "torch.func"
@@ -137,6 +138,8 @@ class HessianOperator(CurvatureOperator):
         }
         if self.forward_over_reverse_note:
             out["forward-over-reverse"] = self.forward_over_reverse_note
+        if self.batched_note:
+            out["batched products"] = self.batched_note
         if "structured" in o.notes:
             out["structured fallback"] = o.notes["structured"]
         return out
@@ -204,10 +207,9 @@ class HessianOperator(CurvatureOperator):
                     return batched(V)
                 except (RuntimeError, NotImplementedError) as e:
                     out = loop(V)  # raises the error of one product, if any (then it is not batching's)
-                    if not transforms_unsupported(e):
-                        warnings.warn(f"{type(self).__name__}: batched double backward failed "
-                                      f"({str(e).splitlines()[0]}); one product at a time", RuntimeWarning,
-                                      stacklevel=3)
+                    # The same answer, only slower: said in plan() (a warning here was noise on every
+                    # GroupNorm model, whose batching rule PyTorch lacks).
+                    self.batched_note = f"batched double backward failed ({str(e).splitlines()[0]}); one at a time"
                     self.vmap_ok = False
                     return out
             return loop(V)

@@ -2,6 +2,8 @@
 backwards, batched products, chunks, a tiny budget) gives the same matrix as single products and the dense
 Hessian; products after a parameter change are fresh; data is converted once; no per-product progress bars."""
 
+import warnings
+
 import pytest
 import torch
 from reference import autograd_hessian
@@ -132,3 +134,18 @@ def test_progress_bars_only_for_passes_over_several_batches(monkeypatch):
     op = hc.HessianOperator(model, loss, [(X[:3], Y[:3]), (X[3:], Y[3:])], progress=True)
     op.matvec(torch.ones(op.size, dtype=D))
     assert made and all(k["delay"] > 0 for k in made)  # shown only if the pass takes a while
+
+
+def test_a_missing_batching_rule_is_said_in_plan_not_warned():
+    """GroupNorm's batched double backward fails inside PyTorch (a batching rule): the columns go one at a
+    time, exactly (against autograd), and plan() says why, without a RuntimeWarning on every such model."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.Tanh(), nn.Flatten(), nn.Linear(16, 2))
+    model = model.double()
+    X, Y = torch.randn(5, 2, 6, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y), strategy="generic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        H = op.to_dense()
+    torch.testing.assert_close(H, autograd_hessian(model, nn.MSELoss(), X, Y))
+    assert "batched double backward failed" in op.plan()["batched products"]
