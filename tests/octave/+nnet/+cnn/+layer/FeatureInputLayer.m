@@ -59,29 +59,8 @@ classdef FeatureInputLayer < nnet.cnn.layer.Layer
         end
 
         function Y = predictLayer(layer, X, ~)
-            % The page's formulas, per feature (Mean, StandardDeviation, Min, Max: scalar or
-            % numFeatures-by-1): zerocenter X - Mean; zscore (X - Mean) ./ StandardDeviation;
-            % rescale-symmetric to [-1, 1] and rescale-zero-one to [0, 1] from Min and Max; a function
-            % handle f: Y = f(X) (the page: "the function must be of the form Y = func(X)").
-            norm = layer.Normalization;
-            if isa(norm, 'function_handle')
-                Y = norm(X);
-                return
-            end
-            switch norm
-                case 'none'
-                    Y = X;
-                case 'zerocenter'
-                    Y = X - layer.Mean(:);
-                case 'zscore'
-                    Y = (X - layer.Mean(:)) ./ layer.StandardDeviation(:);
-                case 'rescale-symmetric'
-                    Y = 2 * (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:)) - 1;
-                case 'rescale-zero-one'
-                    Y = (X - layer.Min(:)) ./ (layer.Max(:) - layer.Min(:));
-                otherwise
-                    error('hessiancoreTest:notImplemented', 'Normalization ''%s'' is not in the double', norm);
-            end
+            % The page's normalization formulas (see hcTestNormalization).
+            Y = hcTestNormalization(layer, 'apply', X);
         end
 
     end
