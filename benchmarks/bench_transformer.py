@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import peak_bytes  # noqa: E402
+from measure import malloc_peak_bytes, peak_bytes  # noqa: E402
 
 PRESETS = {
     # vocab, width, layers, heads, batch, sequence; growth: sequence lengths and widths
@@ -129,8 +129,9 @@ class Meter:
         return dt
 
     def peak(self, fn) -> float | None:
-        if not self.cuda:
-            return peak_bytes(fn)
+        if not self.cuda:  # malloc's own accounting (repeatable in-process); the resident set where missing
+            peak = malloc_peak_bytes(fn)
+            return peak_bytes(fn) if peak is None else peak
         gc.collect()
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

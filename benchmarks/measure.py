@@ -70,6 +70,60 @@ def peak_bytes(fn) -> int | None:
     return max(peak - base, 0) * 1024
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_in_use():
+    """``() -> bytes`` glibc's malloc has handed out and not got back (in-use heap plus mmapped blocks), or
+    ``None`` without glibc >= 2.33 (``mallinfo2``)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    info.restype = _MallInfo2
+
+    def in_use() -> int:
+        m = info()
+        return m.uordblks + m.hblkhd
+
+    return in_use
+
+
+def malloc_peak_bytes(fn, interval: float = 2e-4) -> int | None:
+    """Peak of the bytes malloc has handed out during ``fn()``, above the level before it, sampled by a thread
+    every ``interval`` seconds (torch's kernels release the GIL), result included. Freed heap pages that glibc
+    keeps do not count, so in the benchmark's own process it repeats to the MiB, where the resident-set
+    high-water mark varies by tens of MiB from run to run. ``None`` without glibc's ``mallinfo2``."""
+    import threading
+
+    in_use = _malloc_in_use()
+    if in_use is None:
+        return None
+    gc.collect()
+    base = in_use()
+    top = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            top[0] = max(top[0], in_use())
+            time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = fn()
+        top[0] = max(top[0], in_use())
+    finally:
+        done.set()
+        sampler.join()
+    del out
+    return top[0] - base
+
+
 def interleaved(fns: dict, repeats: int, slow_seconds: float = 3.0) -> tuple[dict, dict]:
     """Median seconds per method and each method's first result. A method whose warm-up took over
     ``slow_seconds`` is repeated only twice more (so the per-element loop does not dominate the run)."""

@@ -68,15 +68,19 @@ def plan(op, ctx, product_bytes: int, target_bytes: int) -> list[tuple[slice, fl
 
 
 def sliced_apply(op, ctx, prepare, slices):
-    """``apply(V)``: the sum over ``slices`` of ``weight * prepare(slice context)(V)``."""
+    """``apply(V)``: the sum over ``slices`` of ``weight * prepare(slice context)(V)``; for one vector also
+    ``apply.add_into(acc, V, w)``: ``acc += w * apply(V)`` with each slice's product added as it comes."""
     from .objective import BatchContext
 
-    def apply(V):
-        out = None
+    def parts():
         for rows, weight in slices:
             sub = BatchContext(op.objective, take(ctx.inputs, rows), take(ctx.targets, rows), ctx.index, ctx.count)
             sub.first_row = rows.start
-            part = prepare(sub)
+            yield weight, prepare(sub)
+
+    def apply(V):
+        out = None
+        for weight, part in parts():
             if V.shape[1] == 1 and getattr(part, "per_parameter", None) is not None:
                 # one vector: sum per parameter in place (two copies of the parameters at most, not three)
                 new = part.per_parameter(V)
@@ -91,6 +95,18 @@ def sliced_apply(op, ctx, prepare, slices):
             out = part.mul_(weight) if out is None else out.add_(part, alpha=weight)
         return op.params.flatten_list(out)[:, None] if isinstance(out, list) else out
 
+    def add_into(acc, V, w):
+        # no running sum beside the accumulator: on large models the parameter-sized buffers dominate the peak
+        for weight, part in parts():
+            if getattr(part, "per_parameter", None) is None:
+                acc.add_(part(V)[:, 0], alpha=w * weight)
+                continue
+            new = part.per_parameter(V)
+            for i, where in enumerate(op.params.slices):
+                acc[where].add_(new[i].reshape(-1), alpha=w * weight)
+                new[i] = None
+
+    apply.add_into = add_into
     return apply
 
 

@@ -49,13 +49,15 @@ class Products:
     which is faster per column for this model (:attr:`CurvatureOperator.block_mode`).
     ``ready()`` builds the kept graph (so that a measurement times the products alone).
     ``per_parameter(V)``: one column ``(P, 1)`` -> the product as a list of parameter-shaped tensors (what
-    :mod:`hessian_core.sample_slices` sums over slices in place)."""
+    :mod:`hessian_core.sample_slices` sums over slices in place). ``add_into(acc, V, w)``: ``acc += w * (this
+    batch's curvature) V`` for one column, ``acc`` a ``(P,)`` view (sample slices: without a running sum)."""
 
     block: Callable
     one: Callable | None = None
     batched: Callable | None = None
     ready: Callable | None = None
     per_parameter: Callable | None = None
+    add_into: Callable | None = None
 
     def __call__(self, V):
         return self.block(V)
@@ -71,7 +73,11 @@ def _tensors(x) -> list:
 
 
 def as_products(prepared) -> Products:
-    return prepared if isinstance(prepared, Products) else Products(prepared)
+    """``prepared`` as :class:`Products`: a plain ``apply(V)`` is the block product (with ``add_into``, when
+    it has one: sums over sample slices)."""
+    if isinstance(prepared, Products):
+        return prepared
+    return Products(prepared, add_into=getattr(prepared, "add_into", None))
 
 
 class CurvatureOperator(LinearOperator):
@@ -232,6 +238,9 @@ class CurvatureOperator(LinearOperator):
         """``acc += w * (this batch's curvature) V``: one column through the kept graph, several by the
         faster of a loop and batches (measured once per operator on the first block)."""
         k = V.shape[1]
+        if k == 1 and prod.add_into is not None:  # sample slices added straight into the accumulator
+            prod.add_into(acc[:, 0], V, w)
+            return
         if prod.one is None:
             step = self.chunk_size()
             for a in range(0, k, step):

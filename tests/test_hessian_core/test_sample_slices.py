@@ -51,6 +51,11 @@ def test_language_model_slices_are_exact(op_cls, monkeypatch):
     torch.testing.assert_close(op.matmat(V), whole, rtol=1e-12, atol=1e-14)
     with op.reuse():
         torch.testing.assert_close(op.matvec(V[:, 0]), whole[:, 0], rtol=1e-12, atol=1e-14)
+    # one vector: each slice's product goes straight into the accumulator (no running sum), also over two
+    # unequal batches normalized globally by their token counts
+    torch.testing.assert_close(op.matvec(V[:, 0]), whole[:, 0], rtol=1e-12, atol=1e-14)
+    two = op_cls(model, loss, [(ids[:3], labels[:3]), (ids[3:], labels[3:])], memory_budget=2000)
+    torch.testing.assert_close(two.matvec(V[:, 0]), whole[:, 0], rtol=1e-12, atol=1e-14)
     assert used and max(used) >= 2 and op._slices_exact
 
 
