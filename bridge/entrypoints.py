@@ -18,6 +18,7 @@ WRAPPERS: dict[str, str] = {
     "dlhessianEigs": "eigs",
     "dlhessianTrace": "trace",
     "dlnewtonUpdate": "newton_update",
+    "dlhessianPlan": "plan",
 }
 
 #: Public MATLAB functions that are not wrappers of one bridge.api call.
@@ -55,6 +56,7 @@ OWN_OPTIONS: dict[str, dict[str, str | None]] = {
     "dlhessianEigs": {"Output": None, "Which": "which"},
     "dlhessianTrace": {"NumMatvecs": "num_matvecs", "Method": "method", "Seed": "seed"},
     "dlnewtonUpdate": {"Damping": "damping", "LearnRate": "lr"},
+    "dlhessianPlan": {},
 }
 
 #: hessiancoreSetup's options.

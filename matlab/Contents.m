@@ -9,6 +9,7 @@
 %   dlhessianEigs     - Extreme eigenvalues and eigenvectors, with residuals
 %   dlhessianTrace    - Trace of the Hessian, estimated from Hessian-vector products
 %   dlnewtonUpdate    - One damped Newton step on the learnable parameters
+%   dlhessianPlan     - Which computation each of these takes for a network, and why
 %
 % Exchange with Python
 %   dlnetworkToSpec   - Describe a dlnetwork as the plain struct the Python bridge reads

@@ -20,7 +20,8 @@ function result = hcMatlabBackend(fcn, net, X, T, opts, args, kwargs)
         kwargs = struct();
     end
     wrappers = struct('hessian', 'dlhessian', 'diagonal', 'dlhessianDiag', 'hvp', 'dlhvp', ...
-                      'eigs', 'dlhessianEigs', 'trace', 'dlhessianTrace', 'newton_update', 'dlnewtonUpdate');
+                      'eigs', 'dlhessianEigs', 'trace', 'dlhessianTrace', 'newton_update', 'dlnewtonUpdate', ...
+                      'plan', 'dlhessianPlan');
     if ~isfield(wrappers, fcn)
         error('hessiancore:invalidInput', 'the MATLAB backend has no function ''%s''', fcn);
     end
@@ -51,5 +52,19 @@ function result = compute(fcn, net, X, T, opts, args, kwargs)
             result = hcModelTrace(prob, kwargs.num_matvecs, kwargs.method, kwargs.seed);
         case 'newton_update'
             result = hcModelNewton(prob, kwargs.damping, kwargs.lr);
+        case 'plan'
+            result = planOf(prob);
     end
+end
+
+function info = planOf(prob)
+    % What dlhessianPlan reports on the MATLAB backend: every path is dlgradient's double backpropagation.
+    hvp = ['a Hessian-vector product by double backpropagation in MATLAB (dlfeval, dlgradient with ', ...
+           '''EnableHigherDerivatives'', true)'];
+    info = struct('dense', ['MATLAB backend: P products of ', hvp, ' with unit vectors, in column blocks'], ...
+                  'diagonal', 'MATLAB backend: the diagonal of those P products', ...
+                  'products', ['MATLAB backend: ', hvp], ...
+                  'block_products', 'MATLAB backend: one product per column', ...
+                  'budget', 'MemoryBudget checked in MATLAB before each P-sized allocation', ...
+                  'parameters', prob.P);
 end

@@ -2,7 +2,7 @@ function options = hcOptions(caller)
     % HCOPTIONS  The name-value options of a hessiancore function: names, defaults and what is allowed (internal).
     %   OPTIONS = HCOPTIONS(CALLER) is an Mx4 cell, one row {Name, Default, Kind, Choices} per option of the
     %   public function CALLER ('dlhessian', 'dlhvp', 'dlhessianDiag', 'dlhessianEigs', 'dlhessianTrace',
-    %   'dlnewtonUpdate', 'hessiancoreSetup'). Kind says what a value may be (hcCheckOption):
+    %   'dlnewtonUpdate', 'dlhessianPlan', 'hessiancoreSetup'). Kind says what a value may be (hcCheckOption):
     %     'choice'   text, one of Choices (case-insensitive)   'text'     any text (char or string scalar)
     %     'struct'   a scalar struct                          'count'    an integer >= 1
     %     'seed'     [] or an integer >= 0                     'nonneg'   a finite number >= 0
@@ -27,6 +27,8 @@ function options = hcOptions(caller)
     switch caller
         case {'dlhessian', 'dlhvp', 'dlhessianDiag'}
             options = [common; output];
+        case 'dlhessianPlan'
+            options = common;
         case 'dlhessianEigs'
             which = {'largest', 'smallest', 'largestabs', 'bothends', 'LA', 'SA', 'LM', 'BE'};
             options = [common; output; {'Which', 'largest', 'choice', which}];

@@ -182,3 +182,18 @@ def test_lstm_gru_predict_once_differentiable_and_named(eng, rnn, head, tsize):
     kind = "LSTMLayer" if "lstm" in rnn else "GRULayer"
     assert f"({kind})" in msg and "not supporting higher-order derivatives" in msg
     assert msg.startswith("dlhessian: ")
+
+
+def test_plan_says_which_path_each_backend_takes(eng):
+    """dlhessianPlan: the fully connected network takes the structured dense and diagonal paths on the Python
+    backend (issue 20: "report which path ran"); the MATLAB backend says every path is dlgradient's; both
+    count the same P, and an unknown option is refused like the other wrappers'."""
+    eng.eval("pInfo = dlhessianPlan(cNet, cX, cT); mInfo = dlhessianPlan(cNet, cX, cT, 'Backend', 'matlab');")
+    p, m = eng.workspace["pInfo"], eng.workspace["mInfo"]
+    assert str(p["dense"]).startswith("structured"), p["dense"]
+    assert str(p["diagonal"]).startswith("structured"), p["diagonal"]
+    assert "budget" in p and "products" in p and "block_products" in p
+    assert int(p["parameters"]) == int(m["parameters"]) == 8  # fullyConnectedLayer(2) on 3 features
+    assert all(str(m[k]).startswith("MATLAB backend") for k in ("dense", "diagonal", "products", "block_products"))
+    ident, msg = error_of(eng, "dlhessianPlan(cNet, cX, cT, 'Outputt', 'table')")
+    assert ident == "hessiancore:invalidOption" and "Outputt" in msg
