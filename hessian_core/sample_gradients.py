@@ -38,17 +38,23 @@ def num_samples(ctx) -> int:
     return int(ctx.targets.shape[0])
 
 
-def vmapped(fn, fallback, *args):
-    """``vmap(fn)(*args)`` over samples, or the per-sample loop ``fallback()`` for models vmap rejects."""
-    try:
-        return fn(*args)
-    except (RuntimeError, NotImplementedError) as e:
-        msg = str(e).lower()
-        if "vmap" not in msg and "batch" not in msg:
-            raise
-        warnings.warn(f"per-sample derivatives: vmap failed ({str(e).splitlines()[0]}); looping over samples",
-                      RuntimeWarning, stacklevel=3)
+def vmapped(objective, fn, fallback):
+    """``fn()`` (vmapped over samples), or the per-sample loop ``fallback()`` for a model vmap cannot batch:
+    any error of the batched call whose loop succeeds (vmap's own messages do not always say "vmap"; an
+    error of the loop itself is the model's and is raised). The failure is remembered on the objective
+    (``objective.notes["per-sample vmap"]``), so later calls loop at once, and warned about once."""
+    if "per-sample vmap" in objective.notes:
         return fallback()
+    try:
+        return fn()
+    except (RuntimeError, NotImplementedError) as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        out = fallback()
+        why = f"vmap failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); looping over samples"
+        objective.notes["per-sample vmap"] = why
+        warnings.warn(f"per-sample derivatives: {why}", RuntimeWarning, stacklevel=3)
+        return out
 
 
 def losses_and_gradients(objective, ctx, a: int = 0, b: int | None = None):
@@ -71,4 +77,4 @@ def losses_and_gradients(objective, ctx, a: int = 0, b: int | None = None):
         return (torch.stack([v.detach() for _, v in out]),
                 torch.stack([spec.flatten(g) for g, _ in out], dim=1))
 
-    return vmapped(batched, loop)
+    return vmapped(objective, batched, loop)

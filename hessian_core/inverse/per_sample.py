@@ -74,7 +74,7 @@ def jacobians(objective, inputs, seed=None):
         return (torch.stack([o.detach() for _, o in rows]),
                 flat(tuple(torch.stack([J[k] for J, _ in rows]) for k in range(len(primals)))).detach())
 
-    return _vmapped(batched, loop)
+    return _vmapped(objective, batched, loop)
 
 
 def ggn_factors(objective, inputs, targets, out_shape, seed=None):
@@ -107,7 +107,7 @@ def ggn_factors(objective, inputs, targets, out_shape, seed=None):
         return (tuple(torch.stack([r[0][k] for r in rows]) for k in range(len(primals))),
                 torch.stack([r[1] for r in rows]))
 
-    factors, signs = _vmapped(batched, loop)
+    factors, signs = _vmapped(objective, batched, loop)
     return [t.detach() for t in factors], signs.detach()
 
 

@@ -96,6 +96,10 @@ class NewtonCG(CurvatureOptimizer):
         if not isinstance(curvature, LinearOperator) or curvature.size != self.spec.numel:
             raise InvalidInputError(f"curvature must be a LinearOperator of size P = {self.spec.numel} (the "
                                     f"optimizer's parameters, in their order), got {curvature!r}")
+        spec = curvature.params
+        if spec is not None and [id(t) for t in spec.tensors] != [id(t) for t in self.spec.tensors]:
+            raise InvalidInputError("curvature is an operator over other parameters, or the same in another order, "
+                                    "than the optimizer's; build it with params= the optimizer's parameters")
         return _Curvature(op, curvature)
 
     def _solve(self, op, radius, group):

@@ -65,3 +65,50 @@ def test_sample_helpers_on_tuples():
     assert torch.equal(index(x, 1)[0], torch.tensor([2.0, 3.0])) and float(index(x, 1)[1]) == 1.0
     assert index(x, 2, keep=True)[0].shape == (1, 2)
     assert [t.shape[0] for t in take(x, 1, 3)] == [2, 2]
+
+
+class ToList(nn.Module):
+    """A forward vmap cannot batch whose error does not mention vmap ("Cannot access data pointer ...")."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x) * (1.0 + len(x.detach().tolist()))
+
+
+def test_any_vmap_failure_falls_back_to_the_loop_once():
+    """Before: only errors that mentioned vmap fell back (this model raised), and a failing vmap was retried
+    and warned about on every product. Now any error of the batched call whose loop succeeds falls back, is
+    remembered, and is warned about once; the empirical Fisher matches per-sample autograd."""
+    torch.manual_seed(0)
+    model = ToList().double()
+    X, Y = torch.randn(5, 4, dtype=D), torch.randn(5, 3, dtype=D)
+    op = hc.EmpiricalFisherOperator(model, nn.MSELoss(), (X, Y))
+    v = torch.ones(op.size, dtype=D)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        results = [op.matvec(v) for _ in range(3)]
+    assert sum("looping over samples" in str(w.message) for w in seen) == 1
+    params = list(model.parameters())
+    G = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(
+        nn.MSELoss()(model(X[i:i + 1]), Y[i:i + 1]), params)]) for i in range(5)], dim=1)
+    for r in results:
+        torch.testing.assert_close(r, G @ (G.T @ v) / 5, rtol=1e-12, atol=1e-14)
+    assert "per-sample vmap" in op.objective.notes
+
+
+def test_an_error_of_the_model_itself_is_raised():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            raise RuntimeError("the model's own bug")
+
+    model = Broken().double()
+    X, Y = torch.randn(5, 4, dtype=D), torch.randn(5, 3, dtype=D)
+    with pytest.raises(Exception, match="the model's own bug"):
+        hc.EmpiricalFisherOperator(model, nn.MSELoss(), (X, Y)).matvec(torch.ones(15, dtype=D))

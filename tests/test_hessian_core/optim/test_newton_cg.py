@@ -164,3 +164,7 @@ def test_a_curvature_operator_replaces_the_hessian():
         bad.step(closure)
     with pytest.raises(hc.InvalidInputError, match="curvature must be a LinearOperator"):
         hc.optim.NewtonCG(params, curvature=torch.eye(13, dtype=Dt))
+    # the optimizer's parameters in another order than the operator's (same size): refused, not misapplied
+    reordered = [params[1], params[0], params[2], params[3]]
+    with pytest.raises(hc.InvalidInputError, match="another order"):
+        hc.optim.NewtonCG(reordered, curvature=hc.GGNOperator(model, loss_fn, (X, Y))).step(closure)
