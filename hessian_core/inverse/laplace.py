@@ -293,6 +293,9 @@ class Laplace:
         obj = self.objective
         x = to_device(x, obj.params.device, obj.params.dtype)
         outputs = _rows(x) * self.likelihood.n_outputs
+        # the predictive covariances, (inputs, O, O) in either mode
+        self._check_draws(1, outputs * self.likelihood.n_outputs, f"the {_rows(x)} output covariances "
+                          f"({self.likelihood.n_outputs} x {self.likelihood.n_outputs} each)", "fewer inputs per call")
         if mode == "mc":  # the parameter draws and the network's outputs at each
             self._check_draws(n_samples, self.n_params + outputs, f"{n_samples} posterior draws (mode='mc')",
                               "fewer n_samples per call, or mode='glm'")

@@ -355,6 +355,9 @@ class CurvatureOperator(LinearOperator):
         if (self._kept is None or self._kept[0] != key
                 or not all(torch.equal(a, b) for a, b in zip(state, self._kept[2]))):
             self._kept = None  # the old graph goes before the new one is built
+            self.check_fits(sum(t.numel() * t.element_size() for t in state),
+                            "the copy of the parameters, buffers and batch that reuse() compares between products",
+                            "products outside reuse() (each builds its own graph)")
             self._kept = (key, self._prepare(ctx), [t.detach().clone() for t in state])
         return self._kept[1]
 

@@ -314,3 +314,12 @@ def test_draws_are_checked_against_the_memory_budget_before_allocating():
         la.predictive(X, link="mc", n_samples=10**9)
     assert la.sample(3, seed=0).shape == (3, la.n_params)  # ordinary sizes still work
     assert la.predictive(X, link="mc", n_samples=5, seed=0).mean.shape == (X.shape[0], 3)
+
+
+def test_predictive_covariances_are_checked_against_the_budget():
+    """(inputs, O, O) covariances in either mode: refused by name before they are formed."""
+    model, X, y = softmax_regression()
+    la = hc.Laplace(model, nn.CrossEntropyLoss(reduction="sum"), (X, y), memory_budget="64MB")
+    huge = X.new_zeros(3 * 10**6, X.shape[1])  # 3e6 x 3 x 3 covariances: 216 MB, over the budget of 64 MB
+    with pytest.raises(hc.MemoryBudgetError, match="output covariances.*fewer inputs"):
+        la.predictive(huge)
