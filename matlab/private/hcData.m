@@ -20,20 +20,7 @@ function d = hcData(X, fmt, what)
     d.Format = '';
     for i = 1:numel(X)
         x = X{i};
-        own = '';
-        if isa(x, 'dlarray')
-            own = dims(x);
-        elseif ~(isnumeric(x) || islogical(x))
-            error('hessiancore:invalidInput', ...
-                  '%s must be a dlarray, a numeric array or a cell array of them; got a %s', what, class(x));
-        end
-        if ~isempty(own) && ~isempty(fmt) && ~strcmp(own, fmt)
-            error('hessiancore:invalidInput', '%s is a dlarray formatted ''%s'' but the format option says ''%s''', ...
-                  what, own, fmt);
-        end
-        if isempty(own)
-            own = fmt;
-        end
+        own = hcFormatOf(x, fmt, what);
         if i > 1 && ~strcmp(own, d.Format)
             error('hessiancore:invalidInput', '%s: minibatch %d has format ''%s'' but minibatch 1 has ''%s''', ...
                   what, i, own, d.Format);

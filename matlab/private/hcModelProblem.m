@@ -219,27 +219,15 @@ end
 
 function x = prepare(x, fmt, type, what, named, isX)
     % One minibatch cast to TYPE; dlarray objects keep their format (or get FMT), numeric data get FMT.
+    own = hcFormatOf(x, fmt, what);
     if isa(x, 'dlarray')
-        own = dims(x);
-        if ~isempty(own) && ~isempty(fmt) && ~strcmp(own, fmt)
-            error('hessiancore:invalidInput', '%s is a dlarray formatted ''%s'' but the format option says ''%s''', ...
-                  what, own, fmt);
-        end
-        if isempty(own)
-            own = fmt;
-        end
         x = formatted(castTo(extractdata(x), type), own);
-    elseif isnumeric(x) || islogical(x)
-        if ~isempty(fmt)
-            x = formatted(castTo(x, type), fmt);
-        elseif isX
-            x = dlarray(castTo(x, type));
-        else
-            x = castTo(x, type);
-        end
+    elseif ~isempty(fmt)
+        x = formatted(castTo(x, type), fmt);
+    elseif isX
+        x = dlarray(castTo(x, type));
     else
-        error('hessiancore:invalidInput', '%s must be a dlarray, a numeric array or a cell array of them; got a %s', ...
-              what, class(x));
+        x = castTo(x, type);
     end
     if isX && named && isempty(dims(x))
         error('hessiancore:invalidInput', ['X has no format: pass a formatted dlarray, e.g. dlarray(X, ''CB''), ', ...
