@@ -9,6 +9,8 @@ function result = hcMatlabBackend(fcn, net, X, T, opts, args, kwargs)
     %     'trace'          struct trace, stderr, num_matvecs; KWARGS.num_matvecs, .method, .seed
     %     'newton_update'  struct values (P x 1, the new learnables), loss_before, loss_after;
     %                      KWARGS.damping, KWARGS.lr
+    %     'plan'           struct of text fields dense, diagonal, products, block_products, budget, and
+    %                      parameters (P), as bridge.api.plan's, saying the MATLAB backend computes them
     %   Everything comes from Hessian-vector products by double backpropagation of the loss
     %   (OPTS.ModelLoss, or MATLAB's loss function named by OPTS.Loss on predict(NET, X)) with dlfeval and
     %   dlgradient(..., 'EnableHigherDerivatives', true): see hcModelProblem and hcModelEval. Errors of the
