@@ -47,9 +47,11 @@ def plan(op, ctx, product_bytes: int, target_bytes: int) -> list[tuple[slice, fl
     """``[(rows, weight), ...]`` to compute batch ``ctx``'s product in slices of samples, or ``None`` when
     it fits ``target_bytes`` whole (``product_bytes``: the estimate for the whole batch) or when slicing
     would not be exact (see the module docstring)."""
+    if product_bytes <= target_bytes:
+        return None
     obj = op.objective
     n = _rows(ctx)
-    if product_bytes <= target_bytes or n is None or n < 2 or not recognized(obj.loss_fn):
+    if n is None or n < 2 or not recognized(obj.loss_fn):
         return None
     if obj.validate().random:
         return None
@@ -98,13 +100,15 @@ def sliced_apply(op, ctx, prepare, slices):
     def add_into(acc, V, w):
         # no running sum beside the accumulator: on large models the parameter-sized buffers dominate the peak
         for weight, part in parts():
-            if getattr(part, "per_parameter", None) is None:
+            if getattr(part, "add_into", None) is not None:  # the slice's backward pass adds into acc itself
+                part.add_into(acc, V, w * weight)
+            elif getattr(part, "per_parameter", None) is not None:
+                new = part.per_parameter(V)
+                for i, where in enumerate(op.params.slices):
+                    acc[where].add_(new[i].reshape(-1), alpha=w * weight)
+                    new[i] = None
+            else:
                 acc.add_(part(V)[:, 0], alpha=w * weight)
-                continue
-            new = part.per_parameter(V)
-            for i, where in enumerate(op.params.slices):
-                acc[where].add_(new[i].reshape(-1), alpha=w * weight)
-                new[i] = None
 
     apply.add_into = add_into
     return apply

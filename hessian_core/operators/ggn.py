@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 from torch.func import grad, jvp, vjp
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
@@ -121,11 +122,13 @@ class GGNOperator(CurvatureOperator):
             if not current.get("apply"):
                 current["apply"] = generic_products(self, ctx)
 
-        def apply(V):
+        def guarded(run):
+            """``run(inner)`` with the current products; where the closed form or ``torch.func`` cannot run
+            this model, the next computation that can (the failure comes before anything is written)."""
             try:
                 if not current:
                     build()
-                return current["apply"](V)
+                return run(current["apply"])
             except (RuntimeError, NotImplementedError) as e:
                 if self.closed_form and self.engine == "torch.func" and not transforms_unsupported(e):
                     # the closed form's J v is forward mode: the generic path also has the reverse-mode one
@@ -134,7 +137,7 @@ class GGNOperator(CurvatureOperator):
                     self.closed_form = False
                     self.jvp_note = "closed form left: " + str(e).strip().splitlines()[0][:120]
                     build()
-                    return current["apply"](V)
+                    return run(current["apply"])
                 if self.engine == "autograd" or not transforms_unsupported(e):
                     raise
                 if self.mc_samples is not None:
@@ -143,7 +146,18 @@ class GGNOperator(CurvatureOperator):
                 self.closed_form = False
                 self.jvp_mode = "reverse mode (double vjp, plain autograd)"
                 build()
-                return current["apply"](V)
+                return run(current["apply"])
+
+        def apply(V):
+            return guarded(lambda inner: inner(V))
+
+        def add_into(acc, V, w):  # acc += w G V for one column, straight into acc where the products can
+            def run(inner):
+                if getattr(inner, "add_into", None) is not None:
+                    inner.add_into(acc, V, w)
+                else:
+                    acc.add_(inner(V)[:, 0], alpha=w)
+            guarded(run)
 
         def per_parameter(V):  # one vector, answered per parameter (for sums over sample slices)
             if not current:
@@ -157,7 +171,7 @@ class GGNOperator(CurvatureOperator):
             self.check_report = _check.check_symmetry(self, apply, "GGN")
         # one vector without vmap's overhead; blocks by the measured faster of a loop and vmap (matmat)
         return Products(block=apply, one=lambda v: apply(v[:, None])[:, 0], batched=apply,
-                        per_parameter=per_parameter)
+                        per_parameter=per_parameter, add_into=add_into)
 
     def _slices(self, ctx):
         """Sample slices for batch ``ctx`` when one product over it would need more than about 1.25 times a
@@ -244,9 +258,10 @@ def closed_form_products(op: GGNOperator, ctx):
     """``apply(V)`` for batch ``ctx`` with the loss Hessian in closed form, or ``None`` when the loss is not
     one :mod:`hessian_core.loss_hessians` knows (or not exactly on this batch).
 
-    Memory: the forward graph of the model (as a gradient keeps it) and, per vector, two output-sized
-    tensors (the JVP's primal output and tangent, which the loss Hessian overwrites); the softmax is formed
-    per chunk of positions."""
+    Memory: the forward graph of the model (as a gradient keeps it, but not its output) and, per vector, two
+    output-sized tensors (the JVP's primal output and tangent, which the loss Hessian overwrites); the softmax
+    is formed per chunk of positions. ``apply.add_into(acc, V, w)`` adds one column's product into ``acc``
+    during the backward pass, parameter by parameter, with no product-sized tensor beside ``acc``."""
     obj = op.objective
     if not recognized(obj.loss_fn):
         return None
@@ -255,7 +270,12 @@ def closed_form_products(op: GGNOperator, ctx):
     def output(params):
         return select_output(obj.loss_fn, ctx.outputs(params))
 
-    out, pullback = vjp(output, primals)
+    # J^T by plain autograd from leaves of our own (their .grad is never the user's): the graph is then held
+    # by its output's edge, not by the output (vocabulary-sized for a language model), and one vector's
+    # product can be accumulated by the backward pass straight into a caller's buffer
+    leaves = tuple(p.requires_grad_() for p in op.params.primals())
+    with torch.enable_grad():
+        out = output(leaves)
     generator = None
     if op.mc_samples is not None:
         generator = torch.Generator(device=out.device)
@@ -264,13 +284,23 @@ def closed_form_products(op: GGNOperator, ctx):
     H = output_hessian(obj.loss_fn, out.detach(), ctx.targets, mc_samples=op.mc_samples, generator=generator)
     if H is None:
         return None
+    edge = get_gradient_edge(out) if out.requires_grad else None  # None: the output ignores the parameters
     del out  # each product brings the output again (the JVP's primal): none is kept between products
 
-    def ggnvp(tangents):
+    def hjv(tangents):
+        """``H J v`` for parameter-shaped ``tangents``: the product's only output-sized tensors are the JVP's
+        primal and tangent, which the loss Hessian overwrites."""
         out, jv = jvp(output, (primals,), (tangents,))
-        jv = H.apply_(jv, out)  # in place: the product's only output-sized tensors are out and jv
-        del out
-        return pullback(jv)[0]
+        return H.apply_(jv, out)
+
+    def pullback(u):
+        if edge is None:
+            return tuple(torch.zeros_like(p) for p in primals)
+        got = torch.autograd.grad([edge], leaves, [u], retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(p) if g is None else g for g, p in zip(got, primals))
+
+    def ggnvp(tangents):
+        return pullback(hjv(tangents))
 
     def per_parameter(V):
         """One vector ``(P, 1)`` -> the product as a list of parameter-shaped tensors (no vmap, whose batching
@@ -282,5 +312,22 @@ def closed_form_products(op: GGNOperator, ctx):
             return op.params.flatten_list(per_parameter(V))[:, None]
         return op._batched(ggnvp, V)
 
+    def add_into(acc, V, w):
+        """``acc += w G V`` for one column ``V`` ``(P, 1)``, ``acc`` ``(P,)``: the backward pass adds each
+        parameter's part into ``acc`` as it comes (autograd accumulates into a ``.grad`` in place), so no
+        parameter-sized product exists beside ``acc``."""
+        u = hjv(tuple(t[..., 0] for t in op.params.unflatten(V))).mul_(w)
+        if edge is None:
+            return
+        for leaf, where, shape in zip(leaves, op.params.slices, op.params.shapes):
+            leaf.grad = acc[where].view(shape)
+        try:
+            with torch.no_grad():
+                torch.autograd.backward([edge], [u], inputs=list(leaves), retain_graph=True)
+        finally:
+            for leaf in leaves:
+                leaf.grad = None
+
     apply.per_parameter = per_parameter  # for sums over sample slices (hessian_core.sample_slices)
+    apply.add_into = add_into
     return apply

@@ -98,3 +98,83 @@ def test_monte_carlo_fisher_in_slices_is_one_matrix(monkeypatch):
     torch.testing.assert_close(op.matmat(V), A)
     torch.testing.assert_close(V.T @ A, A.T @ V, rtol=1e-10, atol=1e-12)  # symmetric
     assert used
+
+
+class TiedLM(nn.Module):
+    """Output projection tied to the token embedding (GPT-2's convention)."""
+
+    def __init__(self, vocab=6, d=3):
+        super().__init__()
+        self.emb, self.mix = nn.Embedding(vocab, d), nn.Linear(d, d)
+
+    def forward(self, ids):
+        h = torch.tanh(self.mix(self.emb(ids).cumsum(1)))
+        return h @ self.emb.weight.T
+
+
+class NoForwardMode(torch.autograd.Function):
+    """``tanh`` with a backward but no ``jvp``: forward mode (the closed form's ``J v``) fails on it."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class ReverseOnlyLM(TiedLM):
+    def forward(self, ids):
+        return NoForwardMode.apply(self.mix(self.emb(ids).cumsum(1))) @ self.emb.weight.T
+
+
+def explicit_ggn(model, ids, labels):
+    """``J^T H J / N`` with ``J`` by ``torch.autograd.functional.jacobian`` and ``H`` the softmax
+    cross-entropy's ``diag(p) - p p^T`` per predicted position (the shift by one), ``N`` their count."""
+    params = dict(model.named_parameters())
+    names = list(params)
+
+    def logits_of(*flat):
+        return torch.func.functional_call(model, dict(zip(names, flat)), (ids,))[:, :-1].reshape(-1, 6)
+
+    jac = torch.autograd.functional.jacobian(logits_of, tuple(params.values()))
+    J = torch.cat([j.reshape(j.shape[0], j.shape[1], -1) for j in jac], dim=2)  # (positions, classes, P)
+    keep = labels[:, 1:].reshape(-1) != -100
+    with torch.no_grad():
+        p = torch.softmax(logits_of(*params.values()), -1)
+    H = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return torch.einsum("ncp,ncd,ndq->pq", J[keep], H[keep], J[keep]) / keep.sum()
+
+
+@pytest.mark.parametrize("lm", [TiedLM, ReverseOnlyLM])
+def test_one_vector_accumulates_in_place_exactly_and_leaves_the_model_alone(lm, monkeypatch):
+    # one column over slices: each slice's backward pass adds into the result through .grad of leaves of
+    # the operator's own; the tied weight gets both of its parts, the model's own .grad is not touched, and
+    # a model without forward mode (J v by the double vjp) is not added twice when the closed form gives up
+    torch.manual_seed(0)
+    model = lm().double()
+    ids = torch.randint(0, 6, (5, 4))
+    labels = ids.clone()
+    labels[2, 1:] = -100
+    G = explicit_ggn(model, ids, labels)
+    assert torch.linalg.norm(G - G.T) < 1e-12 and torch.linalg.norm(G) > 1e-3
+    marker = torch.full_like(model.emb.weight, 7.0)
+    model.emb.weight.grad = marker.clone()
+    used = count_slices(monkeypatch)
+    op = hc.GGNOperator(model, hc.CausalLMLoss(), (ids, labels), memory_budget=1500)  # (forces slices)
+    v = torch.randn(op.size, dtype=D)
+    torch.testing.assert_close(op.matvec(v), G @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.matvec(v), G @ v, rtol=1e-10, atol=1e-12)  # no state left behind
+    assert used and max(used) >= 2
+    assert torch.equal(model.emb.weight.grad, marker) and model.mix.weight.grad is None
+    assert (op.plan()["J v"] == "forward mode") == (lm is TiedLM)
+    whole = hc.GGNOperator(model, hc.CausalLMLoss(), (ids, labels))  # one batch whole: the same in place
+    torch.testing.assert_close(whole.matvec(v), G @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(whole.matmat(torch.stack([v, 2 * v], 1)), torch.stack([G @ v, 2 * G @ v], 1),
+                               rtol=1e-10, atol=1e-12)
