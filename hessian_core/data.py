@@ -110,6 +110,7 @@ class ConvertedBatches:
 
     def __init__(self):
         self._kept: dict[int, tuple] = {}
+        self._counts: dict[int, tuple] = {}
 
     def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype):
         key = (_identity(x), _identity(y))
@@ -119,6 +120,17 @@ class ConvertedBatches:
         cx, cy = to_device(x, device, dtype), to_device(y, device, dtype)
         self._kept[index] = (key, cx, cy, x, y)  # the sources too: their ids stay theirs while kept
         return cx, cy
+
+    def count(self, index: int, x, y, count_fn):
+        """``count_fn(x, y)`` for batch ``index`` as :meth:`get` returned it, computed again only when those
+        tensors were replaced or changed in place (a cross-entropy count is several tensor ops per product)."""
+        key = (_identity(x), _identity(y))
+        kept = self._counts.get(index)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        count = count_fn(x, y)
+        self._counts[index] = (key, count, x, y)  # x, y kept: their ids stay theirs while the count is kept
+        return count
 
 
 def _identity(x):

@@ -117,7 +117,10 @@ def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
     modules = list(model.modules())
     attributes = _tensor_attributes(modules)
     try:
-        with analysis_scope(model, False, used, modules), second_order_kernels(model):
+        # Checkpointing as it is: plain autograd differentiates the non-reentrant form twice, and the reentrant
+        # form raises (no .grad() support); a first batch that checkpoints takes functional_forward instead.
+        # (analysis_scope's other two parts, entered directly: this runs on every product of a small model)
+        with _without_backward_hooks(modules, used), _uncached_parametrizations(), second_order_kernels(model):
             return model(*args)
     finally:
         for m, k, v in attributes:
@@ -127,7 +130,13 @@ def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
 
 def _tensor_attributes(modules) -> list:
     """``(module, name, tensor)`` of the tensors held as plain attributes (what a forward may reassign)."""
-    return [(m, k, v) for m in modules for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)]
+    kinds = set()
+    for m in modules:  # the types first (C-level): most models hold no tensor attribute at all
+        kinds.update(map(type, m.__dict__.values()))
+    for kind in kinds:
+        if issubclass(kind, torch.Tensor):
+            return [(m, k, v) for m in modules for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)]
+    return []
 
 
 def _unwrapped(model, tensors):
@@ -198,40 +207,53 @@ def _plain_checkpoints(used):
         _CHECKPOINT_DEPTH[0] -= 1
 
 
-@contextlib.contextmanager
-def _without_backward_hooks(modules, used):
+class _without_backward_hooks:
     """Backward hooks (module and global) set aside on ``modules``: they wrap the forward in autograd
-    Functions that ``torch.func`` rejects, and they observe or rewrite gradients, never the forward value."""
-    saved = [(m, m._backward_hooks, m._backward_pre_hooks) for m in modules
-             if m._backward_hooks or m._backward_pre_hooks]
-    glob = (_module._global_backward_hooks, _module._global_backward_pre_hooks)
-    if not saved and not glob[0] and not glob[1]:
-        yield
-        return
-    if used is not None:
-        used["backward hooks"] = ("not called: the curvature is that of the loss (hooks observe or rewrite "
-                                  "gradients, not the forward)")
-    try:
-        for m, _, _ in saved:
+    Functions that ``torch.func`` rejects, and they observe or rewrite gradients, never the forward value.
+    (A class, not a generator: entered on every forward of a product.)"""
+
+    __slots__ = ("modules", "used", "saved", "glob")
+
+    def __init__(self, modules, used):
+        self.modules, self.used = modules, used
+
+    def __enter__(self):
+        self.saved = [(m, m._backward_hooks, m._backward_pre_hooks) for m in self.modules
+                      if m._backward_hooks or m._backward_pre_hooks]
+        self.glob = (_module._global_backward_hooks, _module._global_backward_pre_hooks)
+        if not self.saved and not self.glob[0] and not self.glob[1]:
+            self.saved = None
+            return self
+        if self.used is not None:
+            self.used["backward hooks"] = ("not called: the curvature is that of the loss (hooks observe or "
+                                           "rewrite gradients, not the forward)")
+        for m, _, _ in self.saved:
             m._backward_hooks, m._backward_pre_hooks = OrderedDict(), OrderedDict()
         _module._global_backward_hooks, _module._global_backward_pre_hooks = OrderedDict(), OrderedDict()
-        yield
-    finally:
-        for m, hooks, pre in saved:
-            m._backward_hooks, m._backward_pre_hooks = hooks, pre
-        _module._global_backward_hooks, _module._global_backward_pre_hooks = glob
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            for m, hooks, pre in self.saved:
+                m._backward_hooks, m._backward_pre_hooks = hooks, pre
+            _module._global_backward_hooks, _module._global_backward_pre_hooks = self.glob
+        return False
 
 
-@contextlib.contextmanager
-def _uncached_parametrizations():
+class _uncached_parametrizations:
     """Parametrizations recomputed from the parameters being differentiated, with a cache of our own for
     ``parametrize.cached()`` inside the forward; the caller's cache (and its enabled count) put back."""
-    saved = (_parametrize._cache_enabled, _parametrize._cache)
-    _parametrize._cache_enabled, _parametrize._cache = 0, {}
-    try:
-        yield
-    finally:
-        _parametrize._cache_enabled, _parametrize._cache = saved
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = (_parametrize._cache_enabled, _parametrize._cache)
+        _parametrize._cache_enabled, _parametrize._cache = 0, {}
+        return self
+
+    def __exit__(self, *exc):
+        _parametrize._cache_enabled, _parametrize._cache = self.saved
+        return False
 
 
 #: module types (exact) whose forward does not read ``self.training``: a model made only of these computes the
@@ -247,33 +269,52 @@ MODE_FREE = {
 }
 
 
-@contextlib.contextmanager
-def model_mode(model: nn.Module, train: bool):
-    """Set ``model.train(train)``; restore every submodule's own train/eval flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read it, as
-    # the legacy spectral_norm hook does): nothing to set or restore
-    hooked = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
-    switch = any(flag != train for _, flag in flags) and (hooked or not all(
-        type(m) in MODE_FREE and not m._forward_hooks and not m._forward_pre_hooks for m, _ in flags))
-    try:
+class model_mode:
+    """``with model_mode(model, train)``: ``model.train(train)`` inside; every submodule's own train/eval flag
+    restored afterwards. (A class, not a generator: entered on every product.)"""
+
+    __slots__ = ("model", "train", "flags")
+
+    def __init__(self, model: nn.Module, train: bool):
+        self.model, self.train = model, train
+
+    def __enter__(self):
+        train = self.train
+        flags = [(m, m.training) for m in self.model.modules()]
+        # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read
+        # it, as the legacy spectral_norm hook does): nothing to set or restore (loops, not generators: this
+        # runs on every product)
+        switch = False
+        for _, flag in flags:
+            if flag != train:
+                switch = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+                if not switch:
+                    for m, _ in flags:
+                        if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
+                            switch = True
+                            break
+                break
+        self.flags = flags if switch else None
         if switch:
-            model.train(train)
-        yield
-    finally:
-        if switch:
-            for m, flag in flags:
+            self.model.train(train)
+        return self
+
+    def __exit__(self, *exc):
+        if self.flags is not None:
+            for m, flag in self.flags:
                 if m.training != flag:
                     m.training = flag
+        return False
 
 
-@contextlib.contextmanager
 def rng_scope(seed: int | None, device: torch.device):
     """Inside, torch's global generator (and the CUDA one of ``device``) starts from ``seed``; outside, its
     state is as before. ``seed=None``: nothing is changed (no cost)."""
-    if seed is None:
-        yield
-        return
+    return contextlib.nullcontext() if seed is None else _seeded(seed, device)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
     cuda = torch.device(device).type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):
         # The generators fork_rng restores, seeded directly: torch.manual_seed seeds every backend and costs

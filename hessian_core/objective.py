@@ -302,7 +302,12 @@ class Objective:
         """``params`` are the model's own differentiated parameters, without tensor hooks (which autograd
         would run on them)."""
         own = self.params.tensors
-        return len(params) == len(own) and all(a is b and not b._backward_hooks for a, b in zip(params, own))
+        if len(params) != len(own):
+            return False
+        for a, b in zip(params, own):  # a loop, not all(generator): checked on every product
+            if a is not b or b._backward_hooks:
+                return False
+        return True
 
     def contexts(self, desc: str | None = None):
         """Yield a :class:`BatchContext` per batch, inside the evaluation mode; a complete pass is
@@ -322,12 +327,13 @@ class Objective:
             for i, (x, y) in enumerate(bar):
                 if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
                     prints.add(i, x, y)
-                if converted is not None:  # fixed data: converted to the model's dtype once
+                if converted is not None:  # fixed data: converted to the model's dtype and counted once
                     x, y = converted.get(i, x, y, p.device, p.dtype)
+                    count = converted.count(i, x, y, self.count_fn)
                 else:
                     x = to_device(x, p.device, p.dtype)
                     y = to_device(y, p.device, p.dtype)
-                count = self.count_fn(x, y)
+                    count = self.count_fn(x, y)
                 count = float(count.item() if isinstance(count, torch.Tensor) else count)
                 if not count >= 0:
                     raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
@@ -349,6 +355,9 @@ class Objective:
         """
         self.validate()
         total = 0.0
+        # one batch of fixed data, one process: its mean is the global mean (weight 1, nothing to divide)
+        whole = (self.reduction == "mean" and not per_sample and self.reducer is None and self.batches.fixed
+                 and self.batches.length == 1)
         try:
             # closing(): the model's mode is restored even when a contribution raises.
             with contextlib.closing(self.contexts(desc)) as batches:
@@ -357,6 +366,8 @@ class Objective:
                     weight = 1.0 if (per_sample or self.reduction == "sum") else ctx.count
                     if weight == 0 and self.reduction == "mean":
                         continue  # nothing counted (every target ignored): the batch's mean is 0/0
+                    if whole:
+                        weight = 1.0
                     try:
                         contribution(ctx, out, weight)
                     except (RuntimeError, NotImplementedError) as e:
@@ -374,8 +385,9 @@ class Objective:
             if total <= 0:
                 raise InvalidInputError("count_fn counted no samples in the data: the mean is undefined")
             divisor = total
-            for t in outs:
-                t.div_(total)
+            if not whole:
+                for t in outs:
+                    t.div_(total)
         for t in outs:
             check_finite(t, desc or "result")
         return (out, divisor) if return_divisor else out

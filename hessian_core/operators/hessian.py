@@ -69,6 +69,7 @@ class HessianOperator(CurvatureOperator):
         self.forward_checked = False
         #: whether a graph of this operator was checked for @once_differentiable Functions
         self.graph_checked = False
+        self._product_bytes: int | None = None  # estimate of one product over a whole batch (bytes)
         #: the path the last to_dense()/diagonal() took: "structured" or "generic" (None before); plan() says why
         self.last_strategy: str | None = None
         #: which computation that was ("Linear chain", "graph (per sample, ...)", "square-root factors",
@@ -146,15 +147,15 @@ class HessianOperator(CurvatureOperator):
 
     def _prepare(self, ctx):
         # A batch whose product would exceed the budget goes in exact slices of samples (standard losses).
-        item = self.itemsize
-        A, S = self.objective.validate().activation_numel, output_numel(self.objective)
-        slices = plan(self, ctx, item * (3 * A + 4 * S), self.budget)
+        if self._product_bytes is None:  # from the first batch's probe: fixed for the operator
+            A, S = self.objective.validate().activation_numel, output_numel(self.objective)
+            self._product_bytes = self.itemsize * (3 * A + 4 * S)
+        slices = plan(self, ctx, self._product_bytes, self.budget)
         if slices:
             return sliced_apply(self, ctx, self._prepare_whole, slices)
         return self._prepare_whole(ctx)
 
     def _prepare_whole(self, ctx) -> Products:
-        primals = self.params.primals()
         random = self.objective.train_mode or self.objective.validate().random
         kept = []  # (leaves, gradient with its graph, indices of the gradient parts that depend on theta)
 
@@ -164,7 +165,7 @@ class HessianOperator(CurvatureOperator):
                 # then calls the model directly; autograd.grad never writes .grad), else detached aliases.
                 own = self.params.tensors
                 leaves = tuple(own) if self.objective._own(own) else tuple(
-                    p.detach().requires_grad_(True) for p in primals)
+                    p.detach().requires_grad_(True) for p in own)
                 with torch.enable_grad():
                     loss = ctx.loss(leaves)
                     if not self.graph_checked:  # once per operator: a graph walk
@@ -215,6 +216,7 @@ class HessianOperator(CurvatureOperator):
             return loop(V)
 
         def forward(V):
+            primals = self.params.primals()
             return self._batched(lambda t: jvp(grad(ctx.loss), (primals,), (t,))[1], V)
 
         def block(V):  # many columns (dense results): forward-over-reverse where it works, else reverse
