@@ -108,13 +108,15 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
             raise _written(model, registered, before)
 
 
-def direct_forward(model: nn.Module, inputs, *, used: dict | None = None):
+def direct_forward(model: nn.Module, inputs, *, used: dict | None = None, modules: list | None = None):
     """``model(*inputs)`` as it is, for the model's own parameters (nothing substituted, no composites), inside
     :func:`analysis_scope` and :func:`~hessian_core.second_order_kernels.second_order_kernels` like
     :func:`functional_forward`, with the tensors a forward assigns as plain attributes put back. What a product
-    on a small model saves: the cost of substituting every parameter."""
+    on a small model saves: the cost of substituting every parameter. ``modules``: ``list(model.modules())``
+    when the caller has it already (:class:`model_mode` of the same pass)."""
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    modules = list(model.modules())
+    if modules is None:
+        modules = list(model.modules())
     attributes = _tensor_attributes(modules)
     try:
         # Checkpointing as it is: plain autograd differentiates the non-reentrant form twice, and the reentrant
@@ -273,14 +275,15 @@ class model_mode:
     """``with model_mode(model, train)``: ``model.train(train)`` inside; every submodule's own train/eval flag
     restored afterwards. (A class, not a generator: entered on every product.)"""
 
-    __slots__ = ("model", "train", "flags")
+    __slots__ = ("model", "train", "flags", "modules")
 
     def __init__(self, model: nn.Module, train: bool):
         self.model, self.train = model, train
 
     def __enter__(self):
         train = self.train
-        flags = [(m, m.training) for m in self.model.modules()]
+        self.modules = list(self.model.modules())  # (also for the forwards inside: one walk per pass)
+        flags = [(m, m.training) for m in self.modules]
         # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read
         # it, as the legacy spectral_norm hook does): nothing to set or restore (loops, not generators: this
         # runs on every product)

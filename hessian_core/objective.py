@@ -240,6 +240,7 @@ class Objective:
             self.substitutions, self.notes = parent.substitutions, parent.notes
         if self.progress is None and self.reducer is not None and self.reducer.rank != 0:
             self.progress = False
+        self._pass_modules: list | None = None  # the model's modules while a pass runs (contexts())
 
     def __repr__(self) -> str:
         n = self.batches.length
@@ -281,7 +282,7 @@ class Objective:
             inputs = _copy(inputs)
         elif buffers is None and others is None and not self.uses_composites and self._own(params):
             with rng_scope(seed, self.params.device):
-                return direct_forward(self.model, inputs, used=self.substitutions)
+                return direct_forward(self.model, inputs, used=self.substitutions, modules=self._pass_modules)
         with rng_scope(seed, self.params.device):
             return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers, others=others,
                                       composites=self.uses_composites, used=self.substitutions)
@@ -323,21 +324,25 @@ class Objective:
         converted = self._converted if it.fixed else None
         if prints is not None:
             prints.start()
-        with model_mode(self.model, self.train_mode):
-            for i, (x, y) in enumerate(bar):
-                if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
-                    prints.add(i, x, y)
-                if converted is not None:  # fixed data: converted to the model's dtype and counted once
-                    x, y = converted.get(i, x, y, p.device, p.dtype)
-                    count = converted.count(i, x, y, self.count_fn)
-                else:
-                    x = to_device(x, p.device, p.dtype)
-                    y = to_device(y, p.device, p.dtype)
-                    count = self.count_fn(x, y)
-                count = float(count.item() if isinstance(count, torch.Tensor) else count)
-                if not count >= 0:
-                    raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
-                yield BatchContext(self, x, y, i, count)
+        with model_mode(self.model, self.train_mode) as mode:
+            self._pass_modules = mode.modules  # the forwards of this pass reuse its walk of the modules
+            try:
+                for i, (x, y) in enumerate(bar):
+                    if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
+                        prints.add(i, x, y)
+                    if converted is not None:  # fixed data: converted to the model's dtype and counted once
+                        x, y = converted.get(i, x, y, p.device, p.dtype)
+                        count = converted.count(i, x, y, self.count_fn)
+                    else:
+                        x = to_device(x, p.device, p.dtype)
+                        y = to_device(y, p.device, p.dtype)
+                        count = self.count_fn(x, y)
+                    count = float(count.item() if isinstance(count, torch.Tensor) else count)
+                    if not count >= 0:
+                        raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
+                    yield BatchContext(self, x, y, i, count)
+            finally:
+                self._pass_modules = None
         if prints is not None:
             prints.finish()
 

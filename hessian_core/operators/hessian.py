@@ -16,6 +16,8 @@ from .autograd_products import transforms_unsupported, twice_differentiable
 from .curvature import CurvatureOperator, Products
 
 STRATEGIES = ("auto", "structured", "generic")
+#: models up to this many parameters keep their gradient also as one flat tensor in a product's graph
+FLAT_GRADIENT_NUMEL = 2**16
 
 
 class HessianOperator(CurvatureOperator):
@@ -172,23 +174,33 @@ class HessianOperator(CurvatureOperator):
                         twice_differentiable(loss)
                         self.graph_checked = True
                     grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-                kept.append((leaves, grads, [i for i, g in enumerate(grads) if g is not None and g.requires_grad]))
+                    used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+                    # small models: the gradient also as one flat tensor in the graph, so that a product takes
+                    # the flat vector as it is (splitting it into per-parameter views costs more than the
+                    # product's arithmetic there; the copy is at most FLAT_GRADIENT_NUMEL elements)
+                    flat = (torch.cat([g.reshape(-1) for g in grads])
+                            if len(used) == len(grads) and self.size <= FLAT_GRADIENT_NUMEL else None)
+                kept.append((leaves, grads, used, flat))
             return kept[0]
 
         def parts_of(v):  # H v per parameter: one double backward through the kept graph
-            leaves, grads, used = ready()
+            leaves, grads, used, flat = ready()
             if not used:
                 return [torch.zeros_like(t) for t in leaves]
-            parts = v.split(self.params.numels)
-            hv = torch.autograd.grad([grads[i] for i in used], leaves, [parts[i].view(leaves[i].shape) for i in used],
-                                     retain_graph=True, allow_unused=True)
+            if flat is not None:
+                hv = torch.autograd.grad(flat, leaves, v, retain_graph=True, allow_unused=True)
+            else:
+                parts = v.split(self.params.numels)
+                hv = torch.autograd.grad([grads[i] for i in used], leaves,
+                                         [parts[i].view(leaves[i].shape) for i in used], retain_graph=True,
+                                         allow_unused=True)
             return [h if h is not None else torch.zeros_like(t) for h, t in zip(hv, leaves)]
 
         def one(v):
             return torch.cat([h.reshape(-1) for h in parts_of(v)])
 
         def batched(V):  # every column through the kept graph at once (autograd's batched gradients)
-            leaves, grads, used = ready()
+            leaves, grads, used, _ = ready()
             if not used:
                 return torch.zeros_like(V)
             parts = self._tangents(V)

@@ -67,3 +67,30 @@ def test_checkpointed_model_runs_and_users_checkpoint_still_works_afterwards():
     assert torch.allclose(H, H.T)
     nn.MSELoss()(model(X), Y).backward()  # torch's own checkpoint machinery, unpatched
     assert model.a.weight.grad is not None
+
+
+def test_checkpointing_that_starts_after_the_first_batch_is_refused_by_name():
+    # Products of a model whose first batch needed nothing run it directly (no scopes that cost on every
+    # product); reentrant checkpointing it starts later cannot be differentiated by .grad(): a named error
+    class Late(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.checkpointing = nn.Linear(3, 4), nn.Linear(4, 2), False
+
+        def forward(self, x):
+            h = self.a(x)
+            h = checkpoint_module.checkpoint(torch.tanh, h, use_reentrant=True) if self.checkpointing else torch.tanh(h)
+            return self.b(h)
+
+    model = Late().double()
+    X, Y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    v = torch.ones(op.size, dtype=torch.float64)
+    before = op.matvec(v)
+    model.checkpointing = True
+    with pytest.raises(hc.InvalidInputError, match="checkpoint"):
+        op.matvec(v)
+    # checkpointing from the first batch on: run as the plain call, the same Hessian
+    fresh = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
+    torch.testing.assert_close(fresh.matvec(v), before, rtol=1e-12, atol=1e-14)
+    assert fresh.objective.probe.composites == ("checkpoint",)
