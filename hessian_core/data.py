@@ -103,42 +103,36 @@ def to_device(x, device: torch.device, dtype: torch.dtype):
 
 
 class ConvertedBatches:
-    """The batches of fixed data on the parameters' device and dtype, converted once: batch ``i`` is
-    converted again only when its tensors were replaced or changed in place (identity and version), so every
-    pass sees the same tensors (a float32 batch fed to a float64 model is not copied on every product, and
-    work kept for it, such as a graph, stays valid)."""
+    """The batches of fixed data on the parameters' device and dtype, converted (and counted) once: batch ``i``
+    is converted again only when its tensors were replaced or changed in place (identity and version), so
+    every pass sees the same tensors (a float32 batch fed to a float64 model is not copied on every product,
+    and work kept for it, such as a graph, stays valid)."""
 
     def __init__(self):
         self._kept: dict[int, tuple] = {}
-        self._counts: dict[int, tuple] = {}
 
-    def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype):
-        key = (_identity(x), _identity(y))
+    def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype, count_fn):
+        """``(x, y, count_fn(x, y))`` of batch ``index`` converted (a cross-entropy count is several tensor
+        operations: on a small model's product they cost more than the arithmetic)."""
+        # identity, storage and version: a tensor whose .data was replaced (no version bump) is converted again
+        key = (id(x), id(y), tensor_versions(x), tensor_versions(y), count_fn)
         kept = self._kept.get(index)
         if kept is not None and kept[0] == key:
-            return kept[1], kept[2]
-        cx, cy = to_device(x, device, dtype), to_device(y, device, dtype)
-        self._kept[index] = (key, cx, cy, x, y)  # the sources too: their ids stay theirs while kept
-        return cx, cy
-
-    def count(self, index: int, x, y, count_fn):
-        """``count_fn(x, y)`` for batch ``index`` as :meth:`get` returned it, computed again only when those
-        tensors were replaced or changed in place (a cross-entropy count is several tensor ops per product)."""
-        key = (_identity(x), _identity(y))
-        kept = self._counts.get(index)
-        if kept is not None and kept[0] == key:
             return kept[1]
-        count = count_fn(x, y)
-        self._counts[index] = (key, count, x, y)  # x, y kept: their ids stay theirs while the count is kept
-        return count
+        cx, cy = to_device(x, device, dtype), to_device(y, device, dtype)
+        got = (cx, cy, count_fn(cx, cy))
+        self._kept[index] = (key, got, x, y)  # the sources too: their ids stay theirs while kept
+        return got
 
 
-def _identity(x):
+def tensor_versions(x) -> tuple:
+    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list):
+    equal fingerprints mean no tensor was replaced or changed in place in between."""
     if isinstance(x, torch.Tensor):
-        return (id(x), x._version)
+        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
     if isinstance(x, (tuple, list)):
-        return tuple(_identity(t) for t in x)
-    return id(x)
+        return tuple(v for t in x for v in tensor_versions(t))
+    return ()
 
 
 def leading_dim(x) -> int:

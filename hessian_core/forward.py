@@ -15,8 +15,9 @@
 * :func:`model_mode`: the train/eval flag for the evaluation, every submodule's own flag restored.
 * :func:`rng_scope`: torch's global random stream fixed to a seed for one evaluation, then restored, so
   that a model drawing random numbers in forward (dropout, noise) sees the same draws in every pass.
-* :func:`tensor_versions`, :func:`model_versions`: a fingerprint (identity, storage, in-place version) of
-  tensors or of a model's parameters and buffers, to tell whether anything changed since it was taken.
+* :func:`model_versions`: a fingerprint (identity, storage, in-place version; see
+  :func:`~hessian_core.data.tensor_versions`) of a model's parameters and buffers, to tell whether anything
+  changed since it was taken.
 """
 
 from __future__ import annotations
@@ -32,18 +33,9 @@ from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize as _parametrize
 
 from .composites import composites as _composites
+from .data import tensor_versions
 from .errors import InvalidInputError
 from .second_order_kernels import second_order_kernels
-
-
-def tensor_versions(x) -> tuple:
-    """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list):
-    equal fingerprints mean no tensor was replaced or changed in place in between."""
-    if isinstance(x, torch.Tensor):
-        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
-    if isinstance(x, (tuple, list)):
-        return tuple(v for t in x for v in tensor_versions(t))
-    return ()
 
 
 def model_versions(model: nn.Module) -> tuple:

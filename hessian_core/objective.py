@@ -331,8 +331,7 @@ class Objective:
                     if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
                         prints.add(i, x, y)
                     if converted is not None:  # fixed data: converted to the model's dtype and counted once
-                        x, y = converted.get(i, x, y, p.device, p.dtype)
-                        count = converted.count(i, x, y, self.count_fn)
+                        x, y, count = converted.get(i, x, y, p.device, p.dtype, self.count_fn)
                     else:
                         x = to_device(x, p.device, p.dtype)
                         y = to_device(y, p.device, p.dtype)

@@ -109,7 +109,7 @@ class LinearOperator:
         if flat.dim() != 1:
             raise InvalidInputError(f"matvec takes a vector of shape ({self.size},), got {tuple(flat.shape)}; "
                                     "use matmat")
-        out = self._counted(flat[:, None])[:, 0]
+        out = self._counted(flat.unsqueeze(1)).squeeze(1)
         return self.params.unflatten(out) if as_list and self.params is not None else out
 
     def matmat(self, V) -> torch.Tensor:
@@ -121,7 +121,7 @@ class LinearOperator:
         if V.shape[1] == 0:
             return torch.zeros_like(V)
         out = self._matmat(V)
-        if tuple(out.shape) != tuple(V.shape):
+        if out.shape != V.shape:
             raise InvalidInputError(
                 f"{type(self).__name__} returned shape {tuple(out.shape)} for a block of shape {tuple(V.shape)}")
         self.num_matvecs += V.shape[1]

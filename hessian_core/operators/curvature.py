@@ -27,8 +27,8 @@ from torch.func import vmap
 
 from .. import distributed
 from ..arguments import check_optional_int, check_options
+from ..data import tensor_versions as _versions
 from ..errors import InvalidInputError
-from ..forward import tensor_versions as _versions
 from ..memory import chunk_size as _chunk_size
 from ..memory import format_bytes
 from ..objective import OBJECTIVE_OPTIONS, Objective, keyword_options
@@ -247,7 +247,7 @@ class CurvatureOperator(LinearOperator):
                 acc[:, a:a + step].add_(prod.block(V[:, a:a + step]), alpha=w)
             return
         if k == 1:
-            acc[:, 0].add_(prod.one(V[:, 0]), alpha=w)
+            acc.squeeze(1).add_(prod.one(V.squeeze(1)), alpha=w)
             return
         step = self.block_columns()
         start = 0

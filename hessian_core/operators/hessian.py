@@ -178,7 +178,7 @@ class HessianOperator(CurvatureOperator):
                     # small models: the gradient also as one flat tensor in the graph, so that a product takes
                     # the flat vector as it is (splitting it into per-parameter views costs more than the
                     # product's arithmetic there; the copy is at most FLAT_GRADIENT_NUMEL elements)
-                    flat = (torch.cat([g.reshape(-1) for g in grads])
+                    flat = (self.params.concat(grads)
                             if len(used) == len(grads) and self.size <= FLAT_GRADIENT_NUMEL else None)
                 kept.append((leaves, grads, used, flat))
             return kept[0]
@@ -197,7 +197,7 @@ class HessianOperator(CurvatureOperator):
             return [h if h is not None else torch.zeros_like(t) for h, t in zip(hv, leaves)]
 
         def one(v):
-            return torch.cat([h.reshape(-1) for h in parts_of(v)])
+            return self.params.concat(parts_of(v))
 
         def batched(V):  # every column through the kept graph at once (autograd's batched gradients)
             leaves, grads, used, _ = ready()

@@ -106,3 +106,26 @@ def test_spectral_routines_share_one_graph_per_call():
     calls.clear()
     res = hc.eigsh(op, k=2, which="LA", seed=0, block_size=1, ncv=10)
     assert res.num_matvecs > 5 and len(calls) <= 2  # one forward for the graph (two with the residual block)
+
+
+DATA_CHANGES = {  # fixed data is converted to the model's dtype and counted once, again only when it changed
+    "float32 X.data = ...": lambda X, y: setattr(X, "data", torch.randn_like(X)),
+    "float32 X.mul_": lambda X, y: X.mul_(-2.0),
+    "labels y.data = ... (ignored positions)": lambda X, y: setattr(y, "data", torch.tensor([0, 2, -100, -100, 1, 1])),
+    "labels y[1] = -100": lambda X, y: y.__setitem__(1, -100),
+}
+
+
+@pytest.mark.parametrize("change", list(DATA_CHANGES))
+def test_converted_and_counted_data_is_fresh(change):
+    # float32 inputs for a float64 model, cross-entropy whose mean divides by the labels not ignored
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(D)
+    X, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 1, 0, 2])
+    op = hc.HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    v = torch.randn(op.size, dtype=D)
+    before = op.matvec(v)
+    DATA_CHANGES[change](X, y)
+    ref = autograd_hessian(model, nn.CrossEntropyLoss(), X.to(D), y) @ v
+    torch.testing.assert_close(op.matvec(v), ref, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(before, ref)
