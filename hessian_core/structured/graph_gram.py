@@ -36,11 +36,36 @@ class Gram:
         self._device = like.device
 
     def _split(self, lo: int, hi: int):
-        """Positions (relative to ``lo``) of the kron and direct columns in ``lo .. hi``; ``None`` if none."""
+        """Positions (relative to ``lo``) of the kron and direct columns in ``lo .. hi`` (a slice where they
+        are consecutive, as they are within a group, else an index tensor); ``None`` if none."""
         mask = self.kron[lo:hi]
         k = torch.nonzero(mask).flatten()
         d = torch.nonzero(~mask).flatten()
-        return (k.to(self._device) if k.numel() else None), (d.to(self._device) if d.numel() else None)
+        return self._positions(k), self._positions(d)
+
+    def _positions(self, idx: torch.Tensor):
+        if not idx.numel():
+            return None
+        first, last = int(idx[0]), int(idx[-1])
+        if last - first + 1 == idx.numel():  # consecutive: a view, and in-place adds without index_put
+            return slice(first, last + 1)
+        return idx.to(self._device)
+
+    def _rows(self, pos: torch.Tensor, lo: int, where):
+        """Rows in ``per_sample`` (``pos=kpos``) or ``summed`` (``pos=dpos``) of the columns ``lo + where``."""
+        if isinstance(where, slice):
+            start = int(pos[lo + where.start])
+            return slice(start, start + where.stop - where.start)
+        return pos[lo:][where.cpu()].to(self._device)
+
+    @staticmethod
+    def _cross(r, c):
+        """Index for ``summed[r, c]`` (both slices: a plain view)."""
+        if isinstance(r, slice) and isinstance(c, slice):
+            return r, c
+        r = torch.arange(r.start, r.stop) if isinstance(r, slice) else r
+        c = torch.arange(c.start, c.stop) if isinstance(c, slice) else c
+        return r[:, None], c[None, :]
 
     def add(self, rlo: int, A: torch.Tensor, clo: int, B: torch.Tensor) -> None:
         """Gram entries ``(rlo + a, clo + b) += sum over units of A[a, n] . B[b, n]`` (per sample where a kron
@@ -60,14 +85,14 @@ class Gram:
         # direct rows against kron columns are the transposes of kron rows against direct columns: the
         # callers always add both (a symmetric block, or every variable's rows), so they are not stored
         if rk is not None:
-            rows = self.kpos[rlo:rlo + Ka][rk.cpu()].to(self._device)
+            rows = self._rows(self.kpos, rlo, rk)
             self.per_sample[:, rows, clo:clo + Kb] += torch.bmm(a[:, rk], b.transpose(1, 2))
         if rd is not None and cd is not None:
-            ad = a[:, rd].transpose(0, 1).reshape(len(rd), -1)
-            bd = b[:, cd].transpose(0, 1).reshape(len(cd), -1)
-            r = self.dpos[rlo:rlo + Ka][rd.cpu()].to(self._device)
-            c = self.dpos[clo:clo + Kb][cd.cpu()].to(self._device)
-            self.summed[r[:, None], c[None, :]] += ad @ bd.T
+            ad = a[:, rd].transpose(0, 1)
+            bd = b[:, cd].transpose(0, 1)
+            ad, bd = ad.reshape(ad.shape[0], -1), bd.reshape(bd.shape[0], -1)
+            r, c = self._rows(self.dpos, rlo, rd), self._rows(self.dpos, clo, cd)
+            self.summed[self._cross(r, c)] += ad @ bd.T
 
     def add_pairs(self, rlo: int, clo: int, C: torch.Tensor) -> None:
         """``(rlo + a, clo + b) += C[n, a, b]`` and the transposed entries (a symmetric pair of off-diagonal
@@ -78,12 +103,11 @@ class Gram:
             k1, d1 = self._split(lo1, lo1 + M.shape[1])
             k2, d2 = self._split(lo2, lo2 + M.shape[2])
             if k1 is not None:
-                rows = self.kpos[lo1:lo1 + M.shape[1]][k1.cpu()].to(self._device)
+                rows = self._rows(self.kpos, lo1, k1)
                 self.per_sample[:, rows, lo2:lo2 + M.shape[2]] += M[:, k1]
             if d1 is not None and d2 is not None:
-                r = self.dpos[lo1:lo1 + M.shape[1]][d1.cpu()].to(self._device)
-                c = self.dpos[lo2:lo2 + M.shape[2]][d2.cpu()].to(self._device)
-                self.summed[r[:, None], c[None, :]] += M[:, d1][:, :, d2].sum(0)
+                r, c = self._rows(self.dpos, lo1, d1), self._rows(self.dpos, lo2, d2)
+                self.summed[self._cross(r, c)] += M[:, d1][:, :, d2].sum(0)
 
     def block(self, A, B) -> torch.Tensor:
         """The Gram block of groups ``A`` and ``B``: ``(KA, KB)`` summed for two direct groups, else per sample
