@@ -66,6 +66,11 @@ class Batches:
         self.fixed = isinstance(self._source, (list, tuple)) and all(is_single_batch(b) for b in self._source)
 
     def __iter__(self) -> Iterator[tuple]:
+        if self.fixed and self._source:  # pairs checked when the data was given
+            return iter(self._source)
+        return self._checked()
+
+    def _checked(self) -> Iterator[tuple]:
         n = 0
         for i, batch in enumerate(self._source):
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -129,7 +134,7 @@ def tensor_versions(x) -> tuple:
     """Identity, storage and in-place version of every tensor in ``x`` (a tensor or a nested tuple/list):
     equal fingerprints mean no tensor was replaced or changed in place in between."""
     if isinstance(x, torch.Tensor):
-        return ((id(x), x.data_ptr() if x.device.type != "meta" else 0, x._version),)
+        return ((id(x), 0 if x.is_meta else x.data_ptr(), x._version),)
     if isinstance(x, (tuple, list)):
         return tuple(v for t in x for v in tensor_versions(t))
     return ()
