@@ -66,11 +66,6 @@ class Batches:
         self.fixed = isinstance(self._source, (list, tuple)) and all(is_single_batch(b) for b in self._source)
 
     def __iter__(self) -> Iterator[tuple]:
-        if self.fixed and self._source:  # pairs checked when the data was given
-            return iter(self._source)
-        return self._checked()
-
-    def _checked(self) -> Iterator[tuple]:
         n = 0
         for i, batch in enumerate(self._source):
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -108,26 +103,42 @@ def to_device(x, device: torch.device, dtype: torch.dtype):
 
 
 class ConvertedBatches:
-    """The batches of fixed data on the parameters' device and dtype, converted (and counted) once: batch ``i``
-    is converted again only when its tensors were replaced or changed in place (identity and version), so
-    every pass sees the same tensors (a float32 batch fed to a float64 model is not copied on every product,
-    and work kept for it, such as a graph, stays valid)."""
+    """The batches of fixed data on the parameters' device and dtype, converted once: batch ``i`` is converted
+    again only when its tensors were replaced or changed (identity, storage and version; for a converted
+    copy also the values, since a write through ``.data`` bumps no version), so every pass sees the same
+    tensors (a float32 batch fed to a float64 model is not copied on every product, and work kept for it,
+    such as a graph, stays valid)."""
 
     def __init__(self):
         self._kept: dict[int, tuple] = {}
 
-    def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype, count_fn):
-        """``(x, y, count_fn(x, y))`` of batch ``index`` converted (a cross-entropy count is several tensor
-        operations: on a small model's product they cost more than the arithmetic)."""
-        # identity, storage and version: a tensor whose .data was replaced (no version bump) is converted again
-        key = (id(x), id(y), tensor_versions(x), tensor_versions(y), count_fn)
+    def get(self, index: int, x, y, device: torch.device, dtype: torch.dtype):
+        key = (id(x), id(y), tensor_versions(x), tensor_versions(y))
         kept = self._kept.get(index)
-        if kept is not None and kept[0] == key:
-            return kept[1]
+        if kept is not None and kept[0] == key and _same_values(kept[3], x) and _same_values(kept[4], y):
+            return kept[1], kept[2]
         cx, cy = to_device(x, device, dtype), to_device(y, device, dtype)
-        got = (cx, cy, count_fn(cx, cy))
-        self._kept[index] = (key, got, x, y)  # the sources too: their ids stay theirs while kept
-        return got
+        # the sources too (their ids stay theirs while kept), and a copy of those that were converted
+        self._kept[index] = (key, cx, cy, _source_copy(x, cx), _source_copy(y, cy), x, y)
+        return cx, cy
+
+
+def _source_copy(source, converted):
+    """A copy of the tensors of ``source`` that ``converted`` does not alias (``None`` where it does: a
+    tensor used as it is always holds its current values)."""
+    if isinstance(source, torch.Tensor):
+        return None if converted is source else source.detach().clone()
+    if isinstance(source, (tuple, list)):
+        return tuple(_source_copy(s, c) for s, c in zip(source, converted))
+    return None
+
+
+def _same_values(copy, source) -> bool:
+    if copy is None:
+        return True
+    if isinstance(copy, torch.Tensor):
+        return torch.equal(copy, source)
+    return all(_same_values(c, s) for c, s in zip(copy, source))
 
 
 def tensor_versions(x) -> tuple:

@@ -274,23 +274,24 @@ class model_mode:
 
     def __enter__(self):
         train = self.train
-        self.modules = list(self.model.modules())  # (also for the forwards inside: one walk per pass)
-        flags = [(m, m.training) for m in self.modules]
+        modules = self.modules = list(self.model.modules())  # (also for the forwards inside: one walk per pass)
+        self.flags = None
         # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read
         # it, as the legacy spectral_norm hook does): nothing to set or restore (loops, not generators: this
         # runs on every product)
-        switch = False
-        for _, flag in flags:
-            if flag != train:
-                switch = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
-                if not switch:
-                    for m, _ in flags:
-                        if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
-                            switch = True
-                            break
+        for m in modules:
+            if m.training != train:
                 break
-        self.flags = flags if switch else None
+        else:
+            return self
+        switch = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+        if not switch:
+            for m in modules:
+                if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
+                    switch = True
+                    break
         if switch:
+            self.flags = [(m, m.training) for m in modules]
             self.model.train(train)
         return self
 

@@ -330,12 +330,12 @@ class Objective:
                 for i, (x, y) in enumerate(bar):
                     if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
                         prints.add(i, x, y)
-                    if converted is not None:  # fixed data: converted to the model's dtype and counted once
-                        x, y, count = converted.get(i, x, y, p.device, p.dtype, self.count_fn)
+                    if converted is not None:  # fixed data: converted to the model's dtype once
+                        x, y = converted.get(i, x, y, p.device, p.dtype)
                     else:
                         x = to_device(x, p.device, p.dtype)
                         y = to_device(y, p.device, p.dtype)
-                        count = self.count_fn(x, y)
+                    count = self.count_fn(x, y)  # each pass: it may read values a .data write changed
                     count = float(count.item() if isinstance(count, torch.Tensor) else count)
                     if not count >= 0:
                         raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
@@ -357,6 +357,12 @@ class Objective:
         ``(out, divisor)`` (the global count for ``"mean"``, 1 for ``"sum"``), for callers that
         differentiate through the per-batch terms themselves (:func:`hessian_core.distributed.closure`).
         """
+        if torch.is_inference_mode_enabled():  # derivatives would silently be missing (or raise PyTorch's
+            # unrelated-looking error): torch.enable_grad(), which the engine uses, does not undo inference mode
+            raise InvalidInputError(
+                "hessian_core was called inside torch.inference_mode(), which switches autograd off for "
+                "everything computed in it (torch.enable_grad() cannot undo it), so no derivative can be "
+                "taken; call it outside inference_mode (inside torch.no_grad() is fine)")
         self.validate()
         total = 0.0
         # one batch of fixed data, one process: its mean is the global mean (weight 1, nothing to divide)

@@ -285,12 +285,17 @@ def closed_form_products(op: GGNOperator, ctx):
     if H is None:
         return None
     edge = get_gradient_edge(out) if out.requires_grad else None  # None: the output ignores the parameters
+    # an output that is (a view of) a parameter has a tangent that is a view of the caller's vector, which the
+    # loss Hessian would overwrite in place (decided here: inside vmap a tensor's storage cannot be read)
+    aliased = any(out.untyped_storage().data_ptr() == p.untyped_storage().data_ptr() for p in leaves)
     del out  # each product brings the output again (the JVP's primal): none is kept between products
 
     def hjv(tangents):
         """``H J v`` for parameter-shaped ``tangents``: the product's only output-sized tensors are the JVP's
         primal and tangent, which the loss Hessian overwrites."""
         out, jv = jvp(output, (primals,), (tangents,))
+        if aliased:
+            jv = jv.clone()
         return H.apply_(jv, out)
 
     def pullback(u):

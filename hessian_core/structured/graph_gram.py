@@ -63,8 +63,8 @@ class Gram:
         """Index for ``summed[r, c]`` (both slices: a plain view)."""
         if isinstance(r, slice) and isinstance(c, slice):
             return r, c
-        r = torch.arange(r.start, r.stop) if isinstance(r, slice) else r
-        c = torch.arange(c.start, c.stop) if isinstance(c, slice) else c
+        r = torch.arange(r.start, r.stop, device=c.device) if isinstance(r, slice) else r
+        c = torch.arange(c.start, c.stop, device=r.device) if isinstance(c, slice) else c
         return r[:, None], c[None, :]
 
     def add(self, rlo: int, A: torch.Tensor, clo: int, B: torch.Tensor) -> None:

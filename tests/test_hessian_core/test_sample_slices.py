@@ -178,3 +178,29 @@ def test_one_vector_accumulates_in_place_exactly_and_leaves_the_model_alone(lm, 
     torch.testing.assert_close(whole.matvec(v), G @ v, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(whole.matmat(torch.stack([v, 2 * v], 1)), torch.stack([G @ v, 2 * G @ v], 1),
                                rtol=1e-10, atol=1e-12)
+
+
+class ParameterTable(nn.Module):
+    """The output is a view of a parameter: its forward-mode tangent is a view of the vector multiplied."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(18))
+
+    def forward(self, x):
+        return self.table.view(6, 3)  # (one row per sample of a batch of 6)
+
+
+@pytest.mark.parametrize("budget", [None, 200])
+def test_the_vectors_multiplied_are_never_written(budget):
+    torch.manual_seed(2)
+    model = ParameterTable().double()
+    X, y = torch.randn(6, 2, dtype=D), torch.tensor([0, 1, 2, 1, 0, 2])
+    p = torch.softmax(model.table.detach().view(6, 3), 1)
+    H = torch.block_diag(*[torch.diag(q) - torch.outer(q, q) for q in p]) / 6  # J = I: G is the loss Hessian
+    op = hc.GGNOperator(model, nn.CrossEntropyLoss(), (X, y), memory_budget=budget)
+    v, V = torch.randn(18, dtype=D), torch.randn(18, 3, dtype=D)
+    v0, V0 = v.clone(), V.clone()
+    torch.testing.assert_close(op.matvec(v), H @ v0, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(op.matmat(V), H @ V0, rtol=1e-12, atol=1e-14)
+    assert torch.equal(v, v0) and torch.equal(V, V0)

@@ -108,8 +108,9 @@ def test_spectral_routines_share_one_graph_per_call():
     assert res.num_matvecs > 5 and len(calls) <= 2  # one forward for the graph (two with the residual block)
 
 
-DATA_CHANGES = {  # fixed data is converted to the model's dtype and counted once, again only when it changed
+DATA_CHANGES = {  # fixed data is converted to the model's dtype once, again only when it changed
     "float32 X.data = ...": lambda X, y: setattr(X, "data", torch.randn_like(X)),
+    "float32 X.data.mul_": lambda X, y: X.data.mul_(-2.0),  # no version bump: the values are compared
     "float32 X.mul_": lambda X, y: X.mul_(-2.0),
     "labels y.data = ... (ignored positions)": lambda X, y: setattr(y, "data", torch.tensor([0, 2, -100, -100, 1, 1])),
     "labels y[1] = -100": lambda X, y: y.__setitem__(1, -100),
@@ -129,3 +130,35 @@ def test_converted_and_counted_data_is_fresh(change):
     ref = autograd_hessian(model, nn.CrossEntropyLoss(), X.to(D), y) @ v
     torch.testing.assert_close(op.matvec(v), ref, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(before, ref)
+
+
+@pytest.mark.parametrize("change", ["labels y.data[:5] = -100", "class weights changed in place"])
+def test_counts_follow_the_labels_and_the_loss_over_two_batches(change):
+    # the mean over two batches divides by the labels not ignored, weighted by class: both may change through
+    # .data (no version bump) or outside the data (the loss's weight), and every product must see it
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(D)
+    X1, y1 = torch.randn(6, 3, dtype=D), torch.tensor([0, 1, 2, 1, 0, 2])
+    X2, y2 = torch.randn(4, 3, dtype=D), torch.tensor([2, 2, 0, 1])
+    loss = nn.CrossEntropyLoss(weight=torch.ones(3, dtype=D))
+    op = hc.HessianOperator(model, loss, [(X1, y1), (X2, y2)])
+    v = torch.randn(op.size, dtype=D)
+    before = op.matvec(v)
+    if change.startswith("labels"):
+        y1.data[:5] = -100
+    else:
+        loss.weight.copy_(torch.tensor([1.0, 1.0, 10.0], dtype=D))
+    ref = autograd_hessian(model, loss, torch.cat([X1, X2]), torch.cat([y1, y2])) @ v  # one batch: the same mean
+    torch.testing.assert_close(op.matvec(v), ref, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(before, ref)
+
+
+def test_inside_inference_mode_a_named_error_not_zeros():
+    # inference mode switches autograd off (torch.enable_grad() cannot undo it): the GGN's products came back
+    # as zeros there, the Hessian's as an unrelated-looking PyTorch error
+    model, X, Y = problem()
+    for op_cls in OPERATORS:
+        op = op_cls(model, nn.MSELoss(), (X, Y))
+        with torch.inference_mode(), pytest.raises(hc.InvalidInputError, match="inference_mode"):
+            op.matvec(torch.ones(op.size, dtype=D))
+        assert op.matvec(torch.ones(op.size, dtype=D)).norm() > 0  # outside: as ever
