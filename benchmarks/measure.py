@@ -3,7 +3,9 @@
 Timing (in the benchmark's own process, with the allocator's default settings, as users run): every method
 is called once (warm-up; its answer is kept for the accuracy check), then the methods are called round-robin
 ``repeats`` times and the median is reported; interleaving spreads the load of a shared machine evenly over
-the methods, so ratios are fairer than absolute times.
+the methods, so ratios are fairer than absolute times. Each timed call comes right after an untimed call of
+the same method (see :func:`interleaved`): what a user's loop of calls costs, not the page faults of the
+memory the method before it gave back.
 
 Peak memory (in a fresh child process per method, :func:`peak_bytes`): the method runs once, then the
 resident-set high-water mark (``VmHWM`` in ``/proc/self/status``) is reset (``echo 5 >
@@ -126,7 +128,13 @@ def malloc_peak_bytes(fn, interval: float = 2e-4) -> int | None:
 
 def interleaved(fns: dict, repeats: int, slow_seconds: float = 3.0) -> tuple[dict, dict]:
     """Median seconds per method and each method's first result. A method whose warm-up took over
-    ``slow_seconds`` is repeated only twice more (so the per-element loop does not dominate the run)."""
+    ``slow_seconds`` is repeated only twice more (so the per-element loop does not dominate the run).
+
+    Each timed call follows an untimed call of the same method (``settle``), so no method is charged for
+    another's memory: a method that frees hundreds of MiB lets glibc give them back to the kernel, and the
+    next method then faults its pages in again (about 10 us a page on the benchmark machine: a 57 ms dense
+    Hessian took 150 ms right after ``torch.func.hessian``). Slow methods skip the untimed call; their own
+    faults are a small part of their time."""
     results, times = {}, {name: [] for name in fns}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -137,8 +145,11 @@ def interleaved(fns: dict, repeats: int, slow_seconds: float = 3.0) -> tuple[dic
         times[name].append(time.perf_counter() - t0)
     for r in range(repeats):
         for name, fn in fns.items():
-            if isinstance(results[name], Exception) or (times[name][0] > slow_seconds and r >= 2):
+            slow = times[name][0] > slow_seconds
+            if isinstance(results[name], Exception) or (slow and r >= 2):
                 continue
+            if not slow:
+                fn()  # settle
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -26,6 +26,7 @@ from torch.func import grad, jvp, vjp, vmap
 from .chain import NotApplicable
 from .chain_batch import output_derivatives
 from .graph_gram import Gram
+from .norm_rules import NORMS, norm_products, norm_push
 from .ops import DECOMPOSITIONS, arg, classify
 from .push_rules import push, weight_gradients
 from .trace import Ref, Trace, call_leaves, trace_forward
@@ -455,7 +456,10 @@ class BatchGraph:
             def f(z, i=i):
                 return self._call(node, lambda j: z if j == i else lookup(j), n)
 
-            part = push(node, rule, i, lookup, t.T, f)
+            if node.name in NORMS:
+                part = norm_push(node, i, lookup, t.T, self._is_data)
+            else:
+                part = push(node, rule, i, lookup, t.T, f)
             if part is None:
                 part = vmap(lambda u, f=f, primal=primal: jvp(f, (primal,), (u,))[1])(t.T)
             if t.lo == lo and t.hi == hi and total is None:
@@ -518,6 +522,16 @@ class BatchGraph:
         # whose parameters are not differentiated) go per sample too
         extra = [j for j in _refs(node) if j not in ins and values[j].data and values[j].tensor.dim() > 0
                  and values[j].tensor.shape[0] == self.N]
+        if not extra and node.name in NORMS:
+            closed = norm_products(node, ins, padded, g, lookup, self._is_data, self.per_sample)
+            if closed is not None:  # (m, K, U) per variable, None where it has no curvature
+                for i, H, d in zip(ins, closed, data):
+                    if H is not None:
+                        T = tan[i].T
+                        rows = T.transpose(0, 1) if (d and H.shape[0] > 1) else T.unsqueeze(0)
+                        rows = rows.reshape(rows.shape[0], T.shape[0], -1).expand(H.shape[0], -1, -1)
+                        self._pair(X, tan[i].lo, rows, lo, H)
+                return
 
         def c_of(gn, single, es):
             def c(*zs):
@@ -547,6 +561,9 @@ class BatchGraph:
             for i, H in zip(ins, HT):
                 t = tan[i]
                 self._pair(X, t.lo, t.T.reshape(1, t.T.shape[0], -1), lo, H.reshape(1, K, -1))
+
+    def _is_data(self, i: int) -> bool:
+        return self.trace.values[i].data
 
     def _pair(self, X: Gram, rlo: int, a: torch.Tensor, clo: int, b: torch.Tensor) -> None:
         """A variable's rows ``a`` ``(m, Ka, U)`` against the product columns ``b`` ``(m, K, U)``."""

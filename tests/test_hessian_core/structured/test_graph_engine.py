@@ -77,6 +77,26 @@ class InplaceCustom(nn.Module):
         return self.b(h.view(x.size(0), -1))
 
 
+class _NormVariants(nn.Module):
+    """LayerNorm over tokens without affine, with a weight only, and over two trailing dimensions."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(12, 2)
+        self.plain, self.weighted = nn.LayerNorm(4, elementwise_affine=False), nn.LayerNorm(4, bias=False)
+        self.two = nn.LayerNorm((3, 4))
+        with torch.no_grad():
+            self.weighted.weight.uniform_(0.5, 1.5)
+            self.two.weight.uniform_(0.5, 1.5)
+            self.two.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):  # (N, 3, 4)
+        h = self.a(x)
+        h = torch.tanh(self.weighted(self.plain(h) + h))
+        h = F.gelu(self.two(self.b(h)))
+        return self.c(h.flatten(1))
+
+
 def _x(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D)
 
@@ -103,6 +123,12 @@ CASES = {
                        lambda: (_x(7, 3), _classes(7, 3)), nn.CrossEntropyLoss()),
     "rmsnorm_silu": (lambda: nn.Sequential(nn.Linear(3, 4), nn.RMSNorm(4), nn.SiLU(), nn.Linear(4, 2)),
                      lambda: (_x(6, 3), _x(6, 2, seed=1)), nn.MSELoss(reduction="sum")),
+    # the closed forms of layer_norm / rms_norm (norm_rules): rows of tokens, no affine, weight without
+    # bias, a two-dimensional normalized shape, rms_norm's default eps
+    "layernorm_tokens_variants": (lambda: _NormVariants(), lambda: (_x(5, 3, 4), _x(5, 2, seed=1)), nn.MSELoss()),
+    "rmsnorm_tokens": (lambda: nn.Sequential(nn.Linear(4, 4), nn.RMSNorm(4), nn.Tanh(), nn.Flatten(),
+                                             nn.Linear(12, 2)),
+                       lambda: (_x(5, 3, 4), _classes(5, 2)), nn.CrossEntropyLoss()),
     "groupnorm": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                         nn.Flatten(), nn.Linear(4, 2)),
                   lambda: (_x(5, 1, 5, 5), _x(5, 2, seed=1)), nn.MSELoss()),
@@ -142,6 +168,41 @@ def test_dense_and_diagonal_match_references(name):
     d = op.diagonal()
     assert op.last_strategy == "structured"
     torch.testing.assert_close(d, ref.diagonal(), **TOL)
+
+
+@pytest.mark.parametrize("name", ["layernorm_gelu", "layernorm_tokens_variants", "rmsnorm_tokens"])
+def test_norm_closed_forms_match_the_vmapped_products(name, monkeypatch):
+    """The closed-form tangents and curvature of layer_norm / rms_norm (norm_rules) run, and agree with the
+    vmapped reverse-over-reverse products of the decomposed normalization they replace."""
+    import hessian_core.structured.graph_engine as engine
+
+    model, loss, (X, Y) = _problem(name)
+    calls = []
+    closed = engine.norm_products
+    monkeypatch.setattr(engine, "norm_products", lambda *a: calls.append(1) or closed(*a))
+    H = hc.hessian(model, loss, (X, Y), strategy="structured")
+    assert calls
+    monkeypatch.setattr(engine, "norm_products", lambda *a: None)
+    monkeypatch.setattr(engine, "norm_push", lambda *a: None)
+    vmapped = hc.hessian(model, loss, (X, Y), strategy="structured")
+    torch.testing.assert_close(H, vmapped, rtol=1e-12, atol=1e-12 * float(vmapped.abs().max()))
+    torch.testing.assert_close(H, H.T, rtol=0, atol=1e-13 * float(H.abs().max()))
+
+
+def test_norm_closed_forms_with_the_batch_as_one_unit():
+    """Train-mode BatchNorm couples the samples: the closed forms then sum over the whole batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _bn(nn.BatchNorm1d(4)), nn.Linear(4, 4), nn.LayerNorm(4), nn.Tanh(),
+                          nn.Linear(4, 2)).to(D)
+    with torch.no_grad():
+        model[3].weight.uniform_(0.5, 1.5)
+    X, Y = _x(8, 3), _x(8, 2, seed=1)
+    batches = [(X[:5], Y[:5]), (X[5:], Y[5:])]
+    op = hc.HessianOperator(model, nn.MSELoss(), batches, train_mode=True, strategy="structured")
+    H = op.to_dense()
+    assert "the batch as one unit" in op.last_path
+    torch.testing.assert_close(H, _batched_reference(model, nn.MSELoss(), batches, train=True), **TOL)
+    torch.testing.assert_close(op.diagonal(), H.diagonal(), **TOL)
 
 
 def test_layernorm_against_finite_differences():
