@@ -100,15 +100,18 @@ def functional_forward(model: nn.Module, names, params, inputs, *, buffers: dict
             raise _written(model, registered, before)
 
 
-def direct_forward(model: nn.Module, inputs, *, used: dict | None = None, modules: list | None = None):
+def direct_forward(model: nn.Module, inputs, *, used: dict | None = None, mode: model_mode | None = None):
     """``model(*inputs)`` as it is, for the model's own parameters (nothing substituted, no composites), inside
     :func:`analysis_scope` and :func:`~hessian_core.second_order_kernels.second_order_kernels` like
     :func:`functional_forward`, with the tensors a forward assigns as plain attributes put back. What a product
-    on a small model saves: the cost of substituting every parameter. ``modules``: ``list(model.modules())``
-    when the caller has it already (:class:`model_mode` of the same pass)."""
+    on a small model saves: the cost of substituting every parameter. ``mode``: the :class:`model_mode` of
+    the same pass (its walk of the modules). A model made only of :data:`MODE_FREE` modules without hooks
+    (``mode.standard``) is called without those scopes: its layers assign no attribute, call no attention
+    kernel and hold no parametrization or hook, so every scope would find nothing to do."""
+    if mode is not None and mode.standard:
+        return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    if modules is None:
-        modules = list(model.modules())
+    modules = list(model.modules()) if mode is None else mode.modules
     attributes = _tensor_attributes(modules)
     try:
         # Checkpointing as it is: plain autograd differentiates the non-reentrant form twice, and the reentrant
@@ -250,8 +253,9 @@ class _uncached_parametrizations:
         return False
 
 
-#: module types (exact) whose forward does not read ``self.training``: a model made only of these computes the
-#: same in either mode, and its flags need not be switched (a cost paid on every product of a small model)
+#: torch.nn module types (exact) whose forward does not read ``self.training``: a model made only of these
+#: computes the same in either mode, and its flags need not be switched (a cost paid on every product of a small
+#: model). Their forwards also assign no attribute and call no attention kernel (see :func:`direct_forward`).
 MODE_FREE = {
     nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Flatten, nn.Unflatten, nn.Identity,
@@ -267,7 +271,7 @@ class model_mode:
     """``with model_mode(model, train)``: ``model.train(train)`` inside; every submodule's own train/eval flag
     restored afterwards. (A class, not a generator: entered on every product.)"""
 
-    __slots__ = ("model", "train", "flags", "modules")
+    __slots__ = ("model", "train", "flags", "modules", "standard")
 
     def __init__(self, model: nn.Module, train: bool):
         self.model, self.train = model, train
@@ -276,21 +280,21 @@ class model_mode:
         train = self.train
         modules = self.modules = list(self.model.modules())  # (also for the forwards inside: one walk per pass)
         self.flags = None
-        # already in that mode, or made only of modules that ignore it (and no forward hooks, which may read
-        # it, as the legacy spectral_norm hook does): nothing to set or restore (loops, not generators: this
-        # runs on every product)
+        # Already in that mode, or made only of modules that ignore it (and no forward hooks, which may read
+        # it, as the legacy spectral_norm hook does): nothing to set or restore. ``standard``: only such
+        # modules and no hook at all (see direct_forward). One loop, not generators: this runs on every product.
+        switch = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+        standard = not (switch or _module._global_backward_hooks or _module._global_backward_pre_hooks)
+        same = True
         for m in modules:
             if m.training != train:
-                break
-        else:
-            return self
-        switch = bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
-        if not switch:
-            for m in modules:
-                if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
-                    switch = True
-                    break
-        if switch:
+                same = False
+            if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
+                switch, standard = True, False
+            elif m._backward_hooks or m._backward_pre_hooks:
+                standard = False
+        self.standard = standard
+        if switch and not same:
             self.flags = [(m, m.training) for m in modules]
             self.model.train(train)
         return self

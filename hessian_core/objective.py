@@ -240,7 +240,7 @@ class Objective:
             self.substitutions, self.notes = parent.substitutions, parent.notes
         if self.progress is None and self.reducer is not None and self.reducer.rank != 0:
             self.progress = False
-        self._pass_modules: list | None = None  # the model's modules while a pass runs (contexts())
+        self._pass_mode = None  # the model_mode of the pass that runs (contexts()): its walk of the modules
 
     def __repr__(self) -> str:
         n = self.batches.length
@@ -282,7 +282,7 @@ class Objective:
             inputs = _copy(inputs)
         elif buffers is None and others is None and not self.uses_composites and self._own(params):
             with rng_scope(seed, self.params.device):
-                return direct_forward(self.model, inputs, used=self.substitutions, modules=self._pass_modules)
+                return direct_forward(self.model, inputs, used=self.substitutions, mode=self._pass_mode)
         with rng_scope(seed, self.params.device):
             return functional_forward(self.model, self.params.names, params, inputs, buffers=buffers, others=others,
                                       composites=self.uses_composites, used=self.substitutions)
@@ -325,7 +325,7 @@ class Objective:
         if prints is not None:
             prints.start()
         with model_mode(self.model, self.train_mode) as mode:
-            self._pass_modules = mode.modules  # the forwards of this pass reuse its walk of the modules
+            self._pass_mode = mode  # the forwards of this pass reuse its walk of the modules
             try:
                 for i, (x, y) in enumerate(bar):
                     if prints is not None:  # the data as the loader gives it (see _check_passes_agree)
@@ -341,7 +341,7 @@ class Objective:
                         raise InvalidInputError(f"count_fn returned {count} for batch {i}; it must be >= 0")
                     yield BatchContext(self, x, y, i, count)
             finally:
-                self._pass_modules = None
+                self._pass_mode = None
         if prints is not None:
             prints.finish()
 

@@ -94,3 +94,57 @@ def test_checkpointing_that_starts_after_the_first_batch_is_refused_by_name():
     fresh = hc.HessianOperator(model, nn.MSELoss(), (X, Y))
     torch.testing.assert_close(fresh.matvec(v), before, rtol=1e-12, atol=1e-14)
     assert fresh.objective.probe.composites == ("checkpoint",)
+
+
+class _Scale(nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+def _standard_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
+
+
+@pytest.mark.parametrize("change", [None, "backward hook", "global backward hook", "forward hook",
+                                    "parametrization", "custom module"])
+def test_standard_models_skip_the_scopes_only_without_hooks_or_custom_modules(change):
+    """A model of plain torch.nn layers is called as it is (model_mode.standard); anything a scope exists
+    for makes it take them: a backward hook that doubles gradients changes nothing (the reference is taken
+    after it is removed)."""
+    from hessian_core.forward import model_mode
+
+    model = _standard_model()
+    handle = None
+    if change == "backward hook":  # doubles the gradient flowing through: set aside inside hessian_core
+        handle = model[2].register_full_backward_hook(lambda m, gi, go: tuple(2 * g for g in gi))
+    elif change == "global backward hook":
+        handle = nn.modules.module.register_module_full_backward_hook(lambda m, gi, go: None)
+    elif change == "forward hook":
+        handle = model[1].register_forward_hook(lambda m, i, o: o)
+    elif change == "parametrization":
+        parametrize.register_parametrization(model[0], "weight", _Scale())
+    elif change == "custom module":
+        model.append(nn.Sequential())
+        model[3].__class__ = type("Custom", (nn.Sequential,), {})
+    try:
+        with model_mode(model, False) as mode:
+            assert mode.standard == (change is None)
+        X, Y = torch.randn(5, 3, dtype=D), torch.randn(5, 2, dtype=D)
+        op = hc.HessianOperator(model, nn.MSELoss(), (X, Y), progress=False)
+        v = torch.randn(op.size, dtype=D)
+        params = [p for p in model.parameters()]
+
+        def f(*ps):
+            return nn.MSELoss()(torch.func.functional_call(model, dict(zip([n for n, _ in model.named_parameters()],
+                                                                             ps)), (X,)), Y)
+
+        with torch.no_grad():  # after an update, as in an optimizer's loop
+            params[-1].add_(0.1)
+        Hv = op.matvec(v)
+    finally:
+        if handle is not None:
+            handle.remove()
+    vs = list(torch.split(v, [p.numel() for p in params]))
+    _, ref = torch.autograd.functional.hvp(f, tuple(params), tuple(t.view_as(p) for t, p in zip(vs, params)))
+    torch.testing.assert_close(Hv, torch.cat([r.reshape(-1) for r in ref]), rtol=1e-12, atol=1e-12)
