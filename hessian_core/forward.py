@@ -289,8 +289,8 @@ class model_mode:
         for m in modules:
             if m.training != train:
                 same = False
-            if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks:
-                switch, standard = True, False
+            if type(m) not in MODE_FREE or m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+                switch, standard = True, False  # (a forward set on the instance is not its type's)
             elif m._backward_hooks or m._backward_pre_hooks:
                 standard = False
         self.standard = standard

@@ -108,7 +108,7 @@ def norm_products(node, ins, padded, g: torch.Tensor, lookup, data, per_sample: 
     if any(role is None for role in roles):
         return None
     xh, r, w, D, centred, _ = _statistics(node, lookup)
-    n = xh.shape[0]
+    m = xh.shape[0] if per_sample else 1  # per sample, the input's leading dimension is the sample's
     G = g.reshape(xh.shape)
     K = padded[0].shape[0]
     T = dict(zip(roles, padded))
@@ -123,17 +123,7 @@ def norm_products(node, ins, padded, g: torch.Tensor, lookup, data, per_sample: 
         if "weight" in T:
             s = G * T["weight"].reshape((K,) + (1,) * (xh.dim() - 1) + (D,))
             Hx = Hx + r * (s - xh * ((s * xh).sum(-1, keepdim=True) / D))
-            out["weight"] = (G * _d_xh(xh, r, v, D)).reshape(K, n, -1, D).sum(2)  # (K, n, D)
+            out["weight"] = (G * _d_xh(xh, r, v, D)).reshape(K, m, -1, D).sum(2)  # (K, m, D)
         out["x"] = _centre(Hx, centred)
-    result = []
-    for role in roles:
-        H = out.get(role)
-        if H is None:  # the bias, or a weight without an input tangent: no curvature
-            result.append(None)
-        elif per_sample:
-            result.append(H.reshape(K, n, -1).transpose(0, 1))
-        elif role == "x":
-            result.append(H.reshape(1, K, -1))
-        else:
-            result.append(H.sum(1).reshape(1, K, -1))
-    return tuple(result)
+    # None for the bias, or a weight without an input tangent: no curvature
+    return tuple(None if out.get(role) is None else out[role].reshape(K, m, -1).transpose(0, 1) for role in roles)

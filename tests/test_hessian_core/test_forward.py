@@ -107,7 +107,7 @@ def _standard_model():
 
 
 @pytest.mark.parametrize("change", [None, "backward hook", "global backward hook", "forward hook",
-                                    "parametrization", "custom module"])
+                                    "parametrization", "custom module", "forward set on the instance"])
 def test_standard_models_skip_the_scopes_only_without_hooks_or_custom_modules(change):
     """A model of plain torch.nn layers is called as it is (model_mode.standard); anything a scope exists
     for makes it take them: a backward hook that doubles gradients changes nothing (the reference is taken
@@ -127,6 +127,13 @@ def test_standard_models_skip_the_scopes_only_without_hooks_or_custom_modules(ch
     elif change == "custom module":
         model.append(nn.Sequential())
         model[3].__class__ = type("Custom", (nn.Sequential,), {})
+    elif change == "forward set on the instance":  # keeps its output as an attribute: put back afterwards
+        def keep(x, lin=model[2]):
+            lin.last = nn.functional.linear(x, lin.weight, lin.bias)
+            return lin.last
+
+        model[2].forward = keep
+        model[2].last = before = torch.zeros(())
     try:
         with model_mode(model, False) as mode:
             assert mode.standard == (change is None)
@@ -145,6 +152,8 @@ def test_standard_models_skip_the_scopes_only_without_hooks_or_custom_modules(ch
     finally:
         if handle is not None:
             handle.remove()
+    if change == "forward set on the instance":
+        assert model[2].last is before
     vs = list(torch.split(v, [p.numel() for p in params]))
     _, ref = torch.autograd.functional.hvp(f, tuple(params), tuple(t.view_as(p) for t, p in zip(vs, params)))
     torch.testing.assert_close(Hv, torch.cat([r.reshape(-1) for r in ref]), rtol=1e-12, atol=1e-12)

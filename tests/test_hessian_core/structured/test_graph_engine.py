@@ -177,16 +177,48 @@ def test_norm_closed_forms_match_the_vmapped_products(name, monkeypatch):
     import hessian_core.structured.graph_engine as engine
 
     model, loss, (X, Y) = _problem(name)
-    calls = []
+    answered = []
     closed = engine.norm_products
-    monkeypatch.setattr(engine, "norm_products", lambda *a: calls.append(1) or closed(*a))
+
+    def counted(*a):
+        out = closed(*a)
+        answered.append(out is not None)
+        return out
+
+    monkeypatch.setattr(engine, "norm_products", counted)
     H = hc.hessian(model, loss, (X, Y), strategy="structured")
-    assert calls
+    assert answered and all(answered)
     monkeypatch.setattr(engine, "norm_products", lambda *a: None)
     monkeypatch.setattr(engine, "norm_push", lambda *a: None)
     vmapped = hc.hessian(model, loss, (X, Y), strategy="structured")
     torch.testing.assert_close(H, vmapped, rtol=1e-12, atol=1e-12 * float(vmapped.abs().max()))
     torch.testing.assert_close(H, H.T, rtol=0, atol=1e-13 * float(H.abs().max()))
+
+
+class _MeanRow(nn.Module):
+    """LayerNorm of the batch mean: a 1-D input whose leading dimension is not the samples'."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.ln, self.c = nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.c(torch.tanh(h + self.ln(h.mean(0))))
+
+
+@pytest.mark.parametrize("make", [_MeanRow, lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm((6, 4)), nn.Tanh(),
+                                                                  nn.Linear(4, 2))],
+                         ids=["norm_of_the_batch_mean", "norm_over_the_batch"])
+def test_norm_closed_forms_where_rows_are_not_samples(make):
+    """A normalization that mixes the samples makes the batch one unit; its closed forms then sum over it."""
+    torch.manual_seed(0)
+    model = make().to(D).eval()
+    X, Y = _x(6, 3), _x(6, 2, seed=1)
+    op = hc.HessianOperator(model, nn.MSELoss(), (X, Y), strategy="structured")
+    H = op.to_dense()
+    assert "the batch as one unit" in op.last_path
+    torch.testing.assert_close(H, autograd_hessian(model, nn.MSELoss(), X, Y), **TOL)
 
 
 def test_norm_closed_forms_with_the_batch_as_one_unit():
