@@ -108,9 +108,9 @@ def direct_forward(model: nn.Module, inputs, *, used: dict | None = None, mode: 
     the same pass (its walk of the modules). A model made only of :data:`MODE_FREE` modules without hooks
     (``mode.standard``) is called without those scopes: its layers assign no attribute, call no attention
     kernel and hold no parametrization or hook, so every scope would find nothing to do."""
-    if mode is not None and mode.standard:
-        return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    if mode is not None and mode.standard:
+        return model(*args)
     modules = list(model.modules()) if mode is None else mode.modules
     attributes = _tensor_attributes(modules)
     try:
